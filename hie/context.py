@@ -1,0 +1,30 @@
+"""Who is calling: the request context every service receives.
+
+The trust layer fills it from the access token; until then a configured local
+organisation stands in (``HIE_LOCAL_ORGANIZATION``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SOURCE_PREFIX = "urn:hie:organization:"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """The caller of one request."""
+
+    organization: str
+    practitioner: str | None = None
+    purpose_of_use: str | None = None
+
+    @property
+    def source(self) -> str:
+        """The ``meta.source`` value stamped on every write of this caller."""
+        return organization_source(self.organization)
+
+
+def organization_source(organization_id: str) -> str:
+    """Return the ``meta.source`` URI that names an organisation."""
+    return SOURCE_PREFIX + organization_id

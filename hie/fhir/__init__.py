@@ -1,0 +1,1 @@
+"""FHIR R4 API: validation, CRUD, search, bundles and operations."""

@@ -1,0 +1,78 @@
+"""The ``CapabilityStatement`` at ``/fhir/metadata``: generated from the same
+tables the server runs on (resource types, search parameters, operations), so
+it lists exactly what works."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import hie
+from schemas.resource_types import RESOURCE_TYPES
+from schemas.search_parameters import params_for
+
+INTERACTIONS = ["read", "vread", "update", "delete", "history-instance", "history-type",
+                "create", "search-type"]
+COMMON_SEARCH = [
+    ("_id", "token", "Logical id of the resource"),
+    ("_lastUpdated", "date", "When the resource version last changed"),
+]
+RESULT_PARAMS = ("_count, _sort (several keys, '-' for descending), _include, _revinclude, "
+                 "_summary (true, text, data, count, false), _elements, _total (none, estimate, "
+                 "accurate)")
+
+
+@lru_cache(maxsize=4)
+def capability_statement(base: str) -> dict[str, Any]:
+    """Return the CapabilityStatement for a server at ``base``."""
+    resources = []
+    for rtype in sorted(RESOURCE_TYPES):
+        search = [{"name": n, "type": t, "documentation": d} for n, t, d in COMMON_SEARCH]
+        for p in params_for(rtype):
+            if p.name in ("_id", "_lastUpdated"):
+                continue
+            search.append({"name": p.name, "type": p.type})
+        entry: dict[str, Any] = {
+            "type": rtype,
+            "profile": f"http://hl7.org/fhir/StructureDefinition/{rtype}",
+            "interaction": [{"code": c} for c in INTERACTIONS],
+            "versioning": "versioned",
+            "readHistory": True,
+            "updateCreate": True,
+            "conditionalCreate": True,
+            "conditionalRead": "not-supported",
+            "conditionalUpdate": True,
+            "conditionalDelete": "single",
+            "referencePolicy": ["literal", "local"],
+            "searchInclude": [f"{rtype}:{p.name}" for p in params_for(rtype)
+                              if p.type == "reference"],
+            "searchParam": search,
+        }
+        if rtype == "Patient":
+            entry["operation"] = [{
+                "name": "everything",
+                "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+                "documentation": "The patient and their compartment; _since, _type, _count, paged",
+            }]
+        resources.append(entry)
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-11-24",
+        "publisher": "Regional health-record exchange",
+        "kind": "instance",
+        "software": {"name": "hie", "version": hie.__version__},
+        "implementation": {"description": "Regional health-record exchange", "url": base},
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+        "rest": [{
+            "mode": "server",
+            "documentation": "Search result parameters: " + RESULT_PARAMS
+                             + ". Modifiers: :exact, :contains, :missing, :not, :below, :above, "
+                               ":[type]; one level of chaining. Unknown parameters are ignored "
+                               "unless Prefer: handling=strict.",
+            "resource": resources,
+            "interaction": [{"code": "transaction"}, {"code": "batch"},
+                            {"code": "history-system"}],
+        }],
+    }
