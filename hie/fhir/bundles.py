@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterable
-from email.utils import format_datetime
 from datetime import UTC, datetime
+from email.utils import format_datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -97,4 +97,5 @@ def history_entry(base: str, rec: StoredResource) -> bytes:
     out = b'{"fullUrl":' + orjson.dumps(f"{base}/{url}")
     if not rec.deleted:
         out += b',"resource":' + rec.body
-    return out + b',"request":' + orjson.dumps(request) + b',"response":' + orjson.dumps(response) + b"}"
+    return (out + b',"request":' + orjson.dumps(request)
+            + b',"response":' + orjson.dumps(response) + b"}")

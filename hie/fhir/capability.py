@@ -7,9 +7,10 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+from schemas.search_parameters import params_for
+
 import hie
 from schemas.resource_types import RESOURCE_TYPES
-from schemas.search_parameters import params_for
 
 INTERACTIONS = ["read", "vread", "update", "delete", "history-instance", "history-type",
                 "create", "search-type"]

@@ -33,7 +33,8 @@ class SearchOptions:
     restriction: Restriction | None = None
 
 
-def parse(resource_type: str, params: list[tuple[str, str]], options: SearchOptions) -> ParsedSearch:
+def parse(resource_type: str, params: list[tuple[str, str]],
+          options: SearchOptions) -> ParsedSearch:
     """Parse search parameters (without our ``_cursor``) or raise a 400."""
     try:
         return parse_search(resource_type, params, strict=options.strict)

@@ -83,9 +83,9 @@ async def history(store: Store, *, base: str, resource_type: str | None, id: str
     cursor = decode_cursor(values["_cursor"]) if "_cursor" in values else Cursor()
     if cursor is None:
         raise bad_request("The paging cursor is not valid", "_cursor")
-    if id is not None and resource_type is not None:
-        if await store.read(resource_type, id, restriction=restriction) is None:
-            raise not_found(resource_type, id)
+    if id is not None and resource_type is not None \
+            and await store.read(resource_type, id, restriction=restriction) is None:
+        raise not_found(resource_type, id)
     records, total = await store.history(resource_type=resource_type, id=id, since=since,
                                          before=before, limit=count, offset=cursor.offset,
                                          restriction=restriction)

@@ -6,7 +6,7 @@ a client never mistakes it for the whole resource.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import orjson
@@ -17,7 +17,7 @@ SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValu
 _ALWAYS = ("resourceType", "id", "meta")
 
 
-@lru_cache(maxsize=None)
+@cache
 def summary_elements(resource_type: str) -> frozenset[str]:
     """The elements FHIR marks ``isSummary`` for this type (JSON names)."""
     model = get_fhir_model_class(resource_type)
@@ -30,7 +30,7 @@ def summary_elements(resource_type: str) -> frozenset[str]:
     return frozenset(names)
 
 
-@lru_cache(maxsize=None)
+@cache
 def required_elements(resource_type: str) -> frozenset[str]:
     model = get_fhir_model_class(resource_type)
     out = {"resourceType"}

@@ -31,7 +31,8 @@ def status_line(code: int) -> str:
     return f"{code} {HTTPStatus(code).phrase}"
 
 
-def _parse_url(url: str, base: str, where: str) -> tuple[str, str | None, list[tuple[str, str]] | None]:
+def _parse_url(url: str, base: str,
+               where: str) -> tuple[str, str | None, list[tuple[str, str]] | None]:
     """Split ``Type``, ``Type/id`` or ``Type?query`` (relative or under our base)."""
     if url.startswith(base + "/"):
         url = url[len(base) + 1:]
@@ -61,7 +62,8 @@ def _prepare(body: bytes, base: str, max_entries: int) -> tuple[str, list[Any]]:
     if not isinstance(raw_entries, list):
         raise bad_request("Bundle.entry must be a list", "Bundle.entry")
     if len(raw_entries) > max_entries:
-        raise FhirError(413, Issue("too-costly", f"A Bundle may hold at most {max_entries} entries"))
+        raise FhirError(413, Issue("too-costly",
+                                   f"A Bundle may hold at most {max_entries} entries"))
     issues: list[Issue] = []
     entries: list[Any] = []
     for i, raw in enumerate(raw_entries):

@@ -8,7 +8,7 @@ validating and could change what the client sent.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import orjson
@@ -42,7 +42,7 @@ def check_type(resource_type: str) -> None:
         raise unknown_type(resource_type)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _model(resource_type: str) -> Any:
     return get_fhir_model_class(resource_type)
 

@@ -128,7 +128,8 @@ class _Stale(Exception):
     """A check of the plan no longer holds."""
 
 
-async def execute(store: Store, ctx: RequestContext, entries: list[WriteEntry]) -> list[EntryResult]:
+async def execute(store: Store, ctx: RequestContext,
+                  entries: list[WriteEntry]) -> list[EntryResult]:
     """Apply ``entries`` atomically; return one result per entry, in order.
 
     Any error (validation, failed precondition, conflict) raises
@@ -185,8 +186,9 @@ async def _make_plan(reader: Reader, ctx: RequestContext, entries: list[WriteEnt
         if write:
             key = (entry.resource_type, id_)
             if key in seen:
-                raise bad_request(f"{entry.resource_type}/{id_} is written by more than one entry",
-                                  entry.where or None)
+                raise bad_request(
+                    f"{entry.resource_type}/{id_} is written by more than one entry",
+                    entry.where or None)
             seen.add(key)
         targets[i] = (id_, version, write)
         if entry.full_url:
@@ -229,7 +231,8 @@ async def _resolve_target(reader: Reader, ctx: RequestContext, plan: _Plan,
             keys = await _match(reader, ctx, plan, rtype, entry.condition, entry.where)
             if len(keys) > 1:
                 raise precondition_failed(
-                    f"If-None-Exist matched {len(keys)} {rtype} resources; it must match at most one")
+                    f"If-None-Exist matched {len(keys)} {rtype} resources; "
+                    "it must match at most one")
             if keys:
                 current = await reader.read(rtype, keys[0][1])
                 return keys[0][1], current.version if current else 1, False
@@ -246,7 +249,8 @@ async def _resolve_target(reader: Reader, ctx: RequestContext, plan: _Plan,
             if keys:
                 if body_id is not None and body_id != keys[0][1]:
                     raise bad_request(f"The resource id {body_id!r} does not match the "
-                                      f"resource the condition found ({keys[0][1]})", entry.where or None)
+                                      f"resource the condition found ({keys[0][1]})",
+                                      entry.where or None)
                 id_ = keys[0][1]
             else:
                 id_ = body_id or new_id()
@@ -255,8 +259,9 @@ async def _resolve_target(reader: Reader, ctx: RequestContext, plan: _Plan,
             if body_id is None:
                 raise bad_request("An update must carry the resource id", f"{rtype}.id")
             if body_id != entry.id:
-                raise bad_request(f"The resource id {body_id!r} does not match the URL ({entry.id})",
-                                  f"{rtype}.id")
+                raise bad_request(
+                    f"The resource id {body_id!r} does not match the URL ({entry.id})",
+                    f"{rtype}.id")
             id_ = entry.id
         return id_, await _next_version(reader, plan, entry, id_), True
 
@@ -264,7 +269,8 @@ async def _resolve_target(reader: Reader, ctx: RequestContext, plan: _Plan,
     if entry.condition is not None:
         keys = await _match(reader, ctx, plan, rtype, entry.condition, entry.where)
         if len(keys) > 1:
-            raise precondition_failed(f"The conditional delete matched {len(keys)} {rtype} resources")
+            raise precondition_failed(
+                f"The conditional delete matched {len(keys)} {rtype} resources")
         if not keys:
             return "", 0, False
         id_ = keys[0][1]
@@ -354,7 +360,8 @@ async def _rewrite_references(reader: Reader, ctx: RequestContext, plan: _Plan,
                     if v in urls:
                         node[k] = urls[v]
                     elif v.startswith(("urn:uuid:", "urn:oid:")):
-                        raise bad_request(f"Reference {v} names no entry of this Bundle", where or None)
+                        raise bad_request(f"Reference {v} names no entry of this Bundle",
+                                          where or None)
                     elif "?" in v and "/" not in v.split("?", 1)[0]:
                         node[k] = await _resolve_conditional_ref(reader, ctx, plan, v, where)
                 elif isinstance(v, dict | list):

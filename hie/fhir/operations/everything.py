@@ -9,6 +9,8 @@ valid while data is written.
 
 from __future__ import annotations
 
+from schemas.search_parameters import PATIENT_COMPARTMENT
+
 from hie.fhir.bundles import bundle_bytes, decode_cursor, encode_cursor, link_url, search_entry
 from hie.fhir.outcome import bad_request
 from hie.fhir.searching import SearchOptions
@@ -16,7 +18,6 @@ from hie.fhir.service import instant_param, read
 from hie.store.base import Store
 from hie.store.index import DATE_MAX
 from hie.store.query import AnyOf, Cursor, IdMatch, LastUpdatedMatch, ReferenceMatch, SearchQuery
-from schemas.search_parameters import PATIENT_COMPARTMENT
 
 
 def compartment_types() -> list[str]:
@@ -77,8 +78,8 @@ async def everything(store: Store, *, patient_id: str, params: list[tuple[str, s
     path = f"Patient/{patient_id}/$everything"
     links = [("self", link_url(options.base, path, kept))]
     if next_cursor is not None:
-        links.append(("next", link_url(options.base, path, [*kept, ("_count", str(count)),
-                                                            ("_cursor", encode_cursor(next_cursor))])))
+        paging = [("_count", str(count)), ("_cursor", encode_cursor(next_cursor))]
+        links.append(("next", link_url(options.base, path, [*kept, *paging])))
     return bundle_bytes("searchset", links=links, entries=entries, total=total)
 
 

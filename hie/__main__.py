@@ -1,0 +1,5 @@
+"""``python -m hie`` is the ``hie`` command."""
+
+from hie.cli import main
+
+main()

@@ -1,0 +1,229 @@
+"""FHIR R4 REST routes under ``/fhir``: thin adapters from HTTP to the services.
+
+Each route parses HTTP (headers, query, body), calls a service function with
+the caller's context and restriction, and turns the result into a response.
+Errors are raised as :class:`~hie.fhir.outcome.FhirError` and rendered as
+``OperationOutcome`` by the app's exception handler.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from hie.config import Settings
+from hie.context import RequestContext
+from hie.dependencies import get_context, get_restriction, get_settings_dep, get_store
+from hie.fhir import http, searching, service, transaction
+from hie.fhir.capability import capability_statement
+from hie.fhir.operations import everything
+from hie.fhir.outcome import bad_request, information
+from hie.fhir.validate import check_type, parse_resource
+from hie.fhir.writes import EntryResult
+from hie.store.base import Store
+from hie.store.query import Restriction
+
+router = APIRouter(prefix="/fhir", tags=["FHIR R4"])
+
+
+def _options(request: Request, settings: Settings,
+             restriction: Restriction | None) -> searching.SearchOptions:
+    return searching.SearchOptions(base=settings.fhir_base,
+                                   default_count=settings.default_page_size,
+                                   max_count=settings.max_page_size,
+                                   strict=http.prefer_strict(request),
+                                   restriction=restriction)
+
+
+def _params(request: Request) -> list[tuple[str, str]]:
+    return list(request.query_params.multi_items())
+
+
+async def _resource_body(request: Request, resource_type: str) -> dict:
+    http.check_body_type(request)
+    body = await request.body()
+    # Validation with the fhir.resources models is CPU-bound: off the event loop.
+    return await run_in_threadpool(parse_resource, body, resource_type)
+
+
+@router.get("/metadata", summary="CapabilityStatement")
+async def metadata(settings: Settings = Depends(get_settings_dep)) -> Response:
+    return http.fhir_response(capability_statement(settings.fhir_base))
+
+
+@router.post("", summary="transaction or batch Bundle")
+async def bundle(request: Request, store: Store = Depends(get_store),
+                 ctx: RequestContext = Depends(get_context),
+                 restriction: Restriction | None = Depends(get_restriction),
+                 settings: Settings = Depends(get_settings_dep)) -> Response:
+    http.check_body_type(request)
+    body = await request.body()
+    out = await transaction.process(
+        store, ctx, body=body, base=settings.fhir_base,
+        max_entries=settings.max_bundle_entries,
+        return_resources=http.prefer_return(request) == "representation",
+        options=_options(request, settings, restriction))
+    return http.fhir_response(out)
+
+
+@router.get("/_history", summary="history of all resources")
+async def history_system(request: Request, store: Store = Depends(get_store),
+                         restriction: Restriction | None = Depends(get_restriction),
+                         settings: Settings = Depends(get_settings_dep)) -> Response:
+    out = await service.history(store, base=settings.fhir_base, resource_type=None, id=None,
+                                params=_params(request),
+                                default_count=settings.default_page_size,
+                                max_count=settings.max_page_size, restriction=restriction)
+    return http.fhir_response(out)
+
+
+@router.get("/Patient/{id}/$everything", summary="Patient $everything")
+async def patient_everything(id: str, request: Request, store: Store = Depends(get_store),
+                             restriction: Restriction | None = Depends(get_restriction),
+                             settings: Settings = Depends(get_settings_dep)) -> Response:
+    out = await everything.everything(store, patient_id=id, params=_params(request),
+                                      options=_options(request, settings, restriction))
+    return http.fhir_response(out)
+
+
+@router.get("/{resource_type}", summary="search")
+async def search(resource_type: str, request: Request, store: Store = Depends(get_store),
+                 restriction: Restriction | None = Depends(get_restriction),
+                 settings: Settings = Depends(get_settings_dep)) -> Response:
+    check_type(resource_type)
+    out = await searching.search(store, resource_type=resource_type, params=_params(request),
+                                 options=_options(request, settings, restriction))
+    return http.fhir_response(out)
+
+
+@router.post("/{resource_type}/_search", summary="search by POST")
+async def search_post(resource_type: str, request: Request, store: Store = Depends(get_store),
+                      restriction: Restriction | None = Depends(get_restriction),
+                      settings: Settings = Depends(get_settings_dep)) -> Response:
+    check_type(resource_type)
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/x-www-form-urlencoded":
+        raise bad_request("_search by POST takes application/x-www-form-urlencoded")
+    form = await request.form()
+    params = _params(request) + [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
+    out = await searching.search(store, resource_type=resource_type, params=params,
+                                 options=_options(request, settings, restriction))
+    return http.fhir_response(out)
+
+
+@router.post("/{resource_type}", summary="create", status_code=201)
+async def create(resource_type: str, request: Request, store: Store = Depends(get_store),
+                 ctx: RequestContext = Depends(get_context),
+                 settings: Settings = Depends(get_settings_dep)) -> Response:
+    check_type(resource_type)
+    resource = await _resource_body(request, resource_type)
+    # Conditional create: the If-None-Exist header, or (as Aidbox and fhirpy's
+    # get_or_create do it) the search parameters in the URL.
+    condition = request.headers.get("if-none-exist") or request.url.query or None
+    result = await service.create(store, ctx, resource=resource, if_none_exist=condition)
+    body = None
+    if result.body is None and http.prefer_return(request) == "representation":
+        body = (await service.read(store, resource_type=resource_type, id=result.id or "")).body
+    return http.write_response(result, settings.fhir_base, request, body)
+
+
+@router.put("/{resource_type}", summary="conditional update")
+async def conditional_update(resource_type: str, request: Request,
+                             store: Store = Depends(get_store),
+                             ctx: RequestContext = Depends(get_context),
+                             settings: Settings = Depends(get_settings_dep)) -> Response:
+    check_type(resource_type)
+    condition = _params(request)
+    if not condition:
+        raise bad_request("A conditional update needs search parameters in the URL")
+    resource = await _resource_body(request, resource_type)
+    result = await service.update(store, ctx, resource_type=resource_type, id=None,
+                                  resource=resource, condition=condition,
+                                  if_match=http.if_match(request))
+    return http.write_response(result, settings.fhir_base, request)
+
+
+@router.delete("/{resource_type}", summary="conditional delete")
+async def conditional_delete(resource_type: str, request: Request,
+                             store: Store = Depends(get_store),
+                             ctx: RequestContext = Depends(get_context)) -> Response:
+    check_type(resource_type)
+    condition = _params(request)
+    if not condition:
+        raise bad_request("A conditional delete needs search parameters in the URL")
+    result = await service.delete(store, ctx, resource_type=resource_type, id=None,
+                                  condition=condition)
+    return _delete_response(result)
+
+
+@router.get("/{resource_type}/_history", summary="history of a type")
+async def history_type(resource_type: str, request: Request, store: Store = Depends(get_store),
+                       restriction: Restriction | None = Depends(get_restriction),
+                       settings: Settings = Depends(get_settings_dep)) -> Response:
+    check_type(resource_type)
+    out = await service.history(store, base=settings.fhir_base, resource_type=resource_type,
+                                id=None, params=_params(request),
+                                default_count=settings.default_page_size,
+                                max_count=settings.max_page_size, restriction=restriction)
+    return http.fhir_response(out)
+
+
+@router.get("/{resource_type}/{id}", summary="read")
+async def read(resource_type: str, id: str, store: Store = Depends(get_store),
+               restriction: Restriction | None = Depends(get_restriction),
+               settings: Settings = Depends(get_settings_dep)) -> Response:
+    check_type(resource_type)
+    rec = await service.read(store, resource_type=resource_type, id=id, restriction=restriction)
+    return http.resource_response(rec, settings.fhir_base)
+
+
+@router.put("/{resource_type}/{id}", summary="update (or update-as-create)")
+async def update(resource_type: str, id: str, request: Request,
+                 store: Store = Depends(get_store), ctx: RequestContext = Depends(get_context),
+                 settings: Settings = Depends(get_settings_dep)) -> Response:
+    check_type(resource_type)
+    resource = await _resource_body(request, resource_type)
+    result = await service.update(store, ctx, resource_type=resource_type, id=id,
+                                  resource=resource, if_match=http.if_match(request))
+    return http.write_response(result, settings.fhir_base, request)
+
+
+@router.delete("/{resource_type}/{id}", summary="delete")
+async def delete(resource_type: str, id: str, request: Request,
+                 store: Store = Depends(get_store),
+                 ctx: RequestContext = Depends(get_context)) -> Response:
+    check_type(resource_type)
+    result = await service.delete(store, ctx, resource_type=resource_type, id=id,
+                                  if_match=http.if_match(request))
+    return _delete_response(result)
+
+
+@router.get("/{resource_type}/{id}/_history", summary="history of a resource")
+async def history_instance(resource_type: str, id: str, request: Request,
+                           store: Store = Depends(get_store),
+                           restriction: Restriction | None = Depends(get_restriction),
+                           settings: Settings = Depends(get_settings_dep)) -> Response:
+    check_type(resource_type)
+    out = await service.history(store, base=settings.fhir_base, resource_type=resource_type,
+                                id=id, params=_params(request),
+                                default_count=settings.default_page_size,
+                                max_count=settings.max_page_size, restriction=restriction)
+    return http.fhir_response(out)
+
+
+@router.get("/{resource_type}/{id}/_history/{version}", summary="vread")
+async def vread(resource_type: str, id: str, version: str, store: Store = Depends(get_store),
+                restriction: Restriction | None = Depends(get_restriction),
+                settings: Settings = Depends(get_settings_dep)) -> Response:
+    check_type(resource_type)
+    rec = await service.vread(store, resource_type=resource_type, id=id, version=version,
+                              restriction=restriction)
+    return http.resource_response(rec, settings.fhir_base)
+
+
+def _delete_response(result: EntryResult) -> Response:
+    headers = {"ETag": f'W/"{result.version}"'} if result.version else {}
+    message = (f"{result.resource_type}/{result.id} deleted" if result.status == 200
+               else "Nothing to delete")
+    return http.fhir_response(information(message), 200, headers)

@@ -1,0 +1,48 @@
+"""Operational routes: health, metrics, OpenAPI docs, capability statement."""
+
+from __future__ import annotations
+
+import httpx
+from fhirdata import patient
+
+
+async def test_healthz(client: httpx.AsyncClient):
+    r = await client.get("/healthz")
+    assert r.status_code == 200
+    assert r.json() == {"status": "ok"}
+
+
+async def test_openapi_docs_are_served(client: httpx.AsyncClient):
+    assert (await client.get("/docs")).status_code == 200
+    spec = (await client.get("/openapi.json")).json()
+    assert "/fhir/{resource_type}/{id}" in spec["paths"]
+
+
+async def test_metrics_count_requests_by_route_template(client: httpx.AsyncClient):
+    created = (await client.post("/fhir/Patient", json=patient())).json()
+    await client.get(f"/fhir/Patient/{created['id']}")
+    text = (await client.get("/metrics")).text
+    assert 'route="/fhir/{resource_type}/{id}",status="200"' in text
+    assert created["id"] not in text  # ids never become labels
+
+
+async def test_capability_statement_lists_what_works(client: httpx.AsyncClient):
+    cs = (await client.get("/fhir/metadata")).json()
+    assert cs["resourceType"] == "CapabilityStatement"
+    assert cs["fhirVersion"] == "4.0.1"
+    rest = cs["rest"][0]
+    types = {r["type"]: r for r in rest["resource"]}
+    assert "Observation" in types and "Provenance" in types
+    obs_params = {p["name"]: p["type"] for p in types["Observation"]["searchParam"]}
+    assert obs_params["code"] == "token"
+    assert obs_params["date"] == "date"
+    assert obs_params["subject"] == "reference"
+    assert obs_params["value-quantity"] == "quantity"
+    assert {"code": "transaction"} in rest["interaction"]
+    assert types["Patient"]["operation"][0]["name"] == "everything"
+
+
+async def test_problem_json_outside_fhir(client: httpx.AsyncClient):
+    r = await client.get("/nowhere")
+    assert r.status_code == 404
+    assert r.headers["content-type"].startswith("application/problem+json")
