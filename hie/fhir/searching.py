@@ -37,7 +37,7 @@ def parse(resource_type: str, params: list[tuple[str, str]],
           options: SearchOptions) -> ParsedSearch:
     """Parse search parameters (without our ``_cursor``) or raise a 400."""
     try:
-        return parse_search(resource_type, params, strict=options.strict)
+        return parse_search(resource_type, params, strict=options.strict, base=options.base)
     except SearchError as exc:
         raise bad_request(str(exc), getattr(exc, "param", None)) from None
 

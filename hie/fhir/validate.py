@@ -16,6 +16,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from hie.fhir.outcome import FhirError, Issue, bad_request, unknown_type
+from schemas.required_bindings import REQUIRED_CODES
 from schemas.resource_types import RESOURCE_TYPES
 
 
@@ -71,7 +72,20 @@ def validation_issues(resource: Any, expected_type: str | None = None,
         return [_issue(err, where or rtype) for err in exc.errors()[:50]]
     except (ValueError, TypeError) as exc:  # some fhir.resources checks raise plainly
         return [Issue("invalid", str(exc), [where or rtype])]
-    return []
+    return _binding_issues(resource, rtype, where or rtype)
+
+
+def _binding_issues(resource: dict[str, Any], rtype: str, root: str) -> list[Issue]:
+    """Codes outside a required value set (the models check only their shape)."""
+    issues = []
+    for element, allowed in REQUIRED_CODES.get(rtype, {}).items():
+        value = resource.get(element)
+        if value is not None and value not in allowed:
+            issues.append(Issue("code-invalid",
+                                f"{value!r} is not in the required value set of "
+                                f"{rtype}.{element} ({', '.join(sorted(allowed))})",
+                                [f"{root}.{element}"]))
+    return issues
 
 
 def validate_resource(resource: Any, expected_type: str | None = None) -> None:

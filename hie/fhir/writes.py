@@ -31,7 +31,9 @@ from urllib.parse import parse_qsl
 import orjson
 
 from hie.context import RequestContext
+from hie.fhir import tenancy
 from hie.fhir.outcome import FhirError, Issue, bad_request, precondition_failed
+from hie.fhir.provenance import provenance_record
 from hie.fhir.search.extract import extract
 from hie.fhir.search.parse import SearchError, parse_search
 from hie.store.base import Store, StoredResource, Transaction, WriteRecord
@@ -182,6 +184,8 @@ async def _make_plan(reader: Reader, ctx: RequestContext, entries: list[WriteEnt
     # Resolve what each entry targets, in the processing order FHIR gives.
     for i in sorted(range(len(entries)), key=lambda k: _ORDER[entries[k].method]):
         entry = entries[i]
+        if entry.resource is not None:
+            tenancy.check_source(entry.resource, ctx, entry.where)
         id_, version, write = await _resolve_target(reader, ctx, plan, entry)
         if write:
             key = (entry.resource_type, id_)
@@ -211,7 +215,7 @@ async def _make_plan(reader: Reader, ctx: RequestContext, entries: list[WriteEnt
             continue
         resource = entry.resource
         assert resource is not None
-        if urls or _has_conditional_refs(resource):
+        if urls or _has_special_refs(resource):
             await _rewrite_references(reader, ctx, plan, resource, urls, entry.where)
         body = _finish(resource, id_, version, stamp, ctx)
         plan.records.append(WriteRecord(entry.resource_type, id_, version, stamp, body,
@@ -219,6 +223,9 @@ async def _make_plan(reader: Reader, ctx: RequestContext, entries: list[WriteEnt
         recreated = (entry.resource_type, id_) in plan.recreated
         result.status = 201 if version == 1 or recreated else 200
         result.version, result.last_updated, result.body = version, stamp, body
+    prov = provenance_record(plan.records, ctx, stamp)
+    if prov is not None:
+        plan.records.append(prov)
     return plan
 
 
@@ -252,8 +259,10 @@ async def _resolve_target(reader: Reader, ctx: RequestContext, plan: _Plan,
                                       f"resource the condition found ({keys[0][1]})",
                                       entry.where or None)
                 id_ = keys[0][1]
+            elif body_id is None:  # server-assigned: no namespace to check
+                return new_id(), 1, True
             else:
-                id_ = body_id or new_id()
+                id_ = body_id
         else:
             assert entry.id is not None
             if body_id is None:
@@ -263,7 +272,7 @@ async def _resolve_target(reader: Reader, ctx: RequestContext, plan: _Plan,
                     f"The resource id {body_id!r} does not match the URL ({entry.id})",
                     f"{rtype}.id")
             id_ = entry.id
-        return id_, await _next_version(reader, plan, entry, id_), True
+        return id_, await _next_version(reader, ctx, plan, entry, id_), True
 
     # DELETE
     if entry.condition is not None:
@@ -279,7 +288,7 @@ async def _resolve_target(reader: Reader, ctx: RequestContext, plan: _Plan,
         id_ = entry.id
     current = await reader.read(rtype, id_)
     plan.versions.append(_VersionCheck(rtype, id_, current.version if current else 0))
-    if current is None or current.deleted:
+    if current is None or current.deleted or not tenancy.owns(current, ctx):
         if entry.if_match is not None:
             raise precondition_failed(f"{rtype}/{id_} does not exist")
         return id_, 0, False
@@ -287,9 +296,11 @@ async def _resolve_target(reader: Reader, ctx: RequestContext, plan: _Plan,
     return id_, current.version + 1, True
 
 
-async def _next_version(reader: Reader, plan: _Plan, entry: WriteEntry, id_: str) -> int:
+async def _next_version(reader: Reader, ctx: RequestContext, plan: _Plan, entry: WriteEntry,
+                        id_: str) -> int:
     current = await reader.read(entry.resource_type, id_)
     plan.versions.append(_VersionCheck(entry.resource_type, id_, current.version if current else 0))
+    tenancy.check_writable(current, ctx, entry.resource_type, id_)
     if current is None:
         if entry.if_match is not None:
             raise precondition_failed(f"{entry.resource_type}/{id_} does not exist")
@@ -331,8 +342,10 @@ def conditional_params(query_string: str) -> list[tuple[str, str]]:
 
 # -- references ---------------------------------------------------------------
 
-def _has_conditional_refs(resource: dict[str, Any]) -> bool:
-    return any("?" in ref for ref in _iter_refs(resource))
+def _has_special_refs(resource: dict[str, Any]) -> bool:
+    """Whether any reference is conditional or a ``urn:`` that must be resolved."""
+    return any("?" in ref or ref.startswith(("urn:uuid:", "urn:oid:"))
+               for ref in _iter_refs(resource))
 
 
 def _iter_refs(node: Any) -> Iterable[str]:

@@ -39,8 +39,11 @@ async def test_everything_pages_through_the_whole_compartment(client: httpx.Asyn
     await post(client, observation(f"Patient/{other['id']}"))
 
     resources, total = await walk(client, f"{FHIR}/Patient/{me['id']}/$everything?_count=4")
-    assert total == len(mine) == 15
-    assert sorted(r["id"] for r in resources) == sorted(mine)
+    # the compartment also holds the Provenance whose target is the Patient itself
+    provenance = [r for r in resources if r["resourceType"] == "Provenance"]
+    assert [p["target"] for p in provenance] == [[{"reference": ref}]]
+    assert total == len(mine) + 1 == 16
+    assert sorted(r["id"] for r in resources if r["resourceType"] != "Provenance") == sorted(mine)
     assert resources[0]["resourceType"] == "Patient"
 
 

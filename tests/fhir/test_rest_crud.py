@@ -59,11 +59,18 @@ async def test_update_creates_new_version_and_vread_keeps_old(client: httpx.Asyn
     assert (await client.get(f"{FHIR}/Patient/{pid}/_history/3")).status_code == 404
 
 
-async def test_update_as_create_with_client_id(client: httpx.AsyncClient):
-    r = await client.put(f"{FHIR}/Patient/p-42", json=patient() | {"id": "p-42"})
+async def test_update_as_create_with_client_id_in_own_namespace(client: httpx.AsyncClient):
+    r = await client.put(f"{FHIR}/Patient/local-p42", json=patient() | {"id": "local-p42"})
     assert r.status_code == 201
-    assert r.json()["id"] == "p-42"
-    assert (await client.get(f"{FHIR}/Patient/p-42")).status_code == 200
+    assert r.json()["id"] == "local-p42"
+    assert (await client.get(f"{FHIR}/Patient/local-p42")).status_code == 200
+
+
+async def test_update_as_create_outside_own_namespace_is_refused(client: httpx.AsyncClient):
+    r = await client.put(f"{FHIR}/Patient/p-42", json=patient() | {"id": "p-42"})
+    assert r.status_code == 403
+    assert r.json()["issue"][0]["code"] == "forbidden"
+    assert (await client.get(f"{FHIR}/Patient/p-42")).status_code == 404
 
 
 async def test_update_id_mismatch_is_400_and_writes_nothing(client: httpx.AsyncClient):
@@ -118,7 +125,10 @@ async def test_instance_and_type_history_newest_first(client: httpx.AsyncClient)
     t = (await client.get(f"{FHIR}/Patient/_history")).json()
     assert t["total"] == 3
     s = (await client.get(f"{FHIR}/_history")).json()
-    assert s["total"] == 4
+    kinds = [e["request"]["url"].split("/")[0] for e in s["entry"]]
+    # four writes, each with its Provenance
+    assert s["total"] == 8
+    assert kinds.count("Provenance") == 4
 
 
 async def test_history_pages_with_next_links(client: httpx.AsyncClient):
@@ -145,3 +155,24 @@ async def test_prefer_return_minimal_and_outcome(client: httpx.AsyncClient):
                           headers={"Prefer": "return=OperationOutcome"})
     assert r.status_code == 201
     assert r.json()["resourceType"] == "OperationOutcome"
+
+
+async def test_every_write_gets_a_provenance(client: httpx.AsyncClient):
+    created = (await create(client, patient())).json()
+    pid = created["id"]
+    await client.put(f"{FHIR}/Patient/{pid}", json=created | {"gender": "male"})
+    bundle = (await client.get(f"{FHIR}/Provenance", params={"target": f"Patient/{pid}"})).json()
+    assert bundle["total"] == 2
+    activities = sorted(e["resource"]["activity"]["coding"][0]["code"] for e in bundle["entry"])
+    assert activities == ["CREATE", "UPDATE"]
+    agent = bundle["entry"][0]["resource"]["agent"][-1]["who"]["reference"]
+    assert agent == "Organization/local"
+
+
+async def test_body_naming_another_source_is_refused(client: httpx.AsyncClient):
+    body = patient() | {"meta": {"source": "urn:hie:organization:other-hospital"}}
+    r = await client.post(f"{FHIR}/Patient", json=body)
+    assert r.status_code == 403
+    assert (await client.get(f"{FHIR}/Patient", params={"_summary": "count"})).json()["total"] == 0
+    own = patient() | {"meta": {"source": "urn:hie:organization:local"}}
+    assert (await client.post(f"{FHIR}/Patient", json=own)).status_code == 201

@@ -1,0 +1,239 @@
+"""Shared pieces of the benchmarks: running the exchange as its users do (the
+``hie serve`` command on a free local port), posting Bundles over HTTP,
+sampling the server's resident memory, and percentiles.
+
+The server runs in its own session (process group) so that stopping it also
+stops its worker processes, and nothing of a run outlives the benchmark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "benchmarks" / "out"
+FHIR_JSON = "application/fhir+json"
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def hie_command() -> list[str]:
+    """The ``hie`` console script of the interpreter running the benchmark."""
+    script = Path(sys.executable).parent / "hie"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "hie.cli"]
+
+
+@dataclass
+class Server:
+    """A running ``hie serve``; ``base`` is its FHIR base URL."""
+
+    proc: subprocess.Popen
+    url: str
+    store_url: str
+    log: Path
+
+    @property
+    def base(self) -> str:
+        return f"{self.url}/fhir"
+
+    def rss(self) -> int:
+        """Resident memory (bytes) of the server process and all its children."""
+        try:
+            root = psutil.Process(self.proc.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return 0
+        total = 0
+        for p in procs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                total += p.memory_info().rss
+        return total
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time used so far by the server and its children."""
+        try:
+            root = psutil.Process(self.proc.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return 0.0
+        total = 0.0
+        for p in procs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                t = p.cpu_times()
+                total += t.user + t.system
+        return total
+
+    def worker_pids(self) -> list[int]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            return [p.pid for p in psutil.Process(self.proc.pid).children(recursive=True)]
+        return []
+
+
+@contextlib.contextmanager
+def run_server(store_url: str, *, workers: int, log: Path,
+               timeout: float = 90.0) -> Iterator[Server]:
+    """Start ``hie serve`` against ``store_url``, wait for ``/healthz``, and
+    stop it (and its workers) on exit."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "HIE_STORE_URL": store_url, "HIE_BASE_URL": url}
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [*hie_command(), "serve", "--host", "127.0.0.1", "--port", str(port),
+             "--workers", str(workers)],
+            cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        server = Server(proc, url, store_url, log)
+        try:
+            _wait_healthy(server, timeout)
+            yield server
+        finally:
+            _stop(proc)
+
+
+def _wait_healthy(server: Server, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            tail = server.log.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"hie serve exited with {server.proc.returncode}:\n{tail}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{server.url}/healthz", timeout=2).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"hie serve did not become healthy within {timeout:.0f}s "
+                       f"(log: {server.log})")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM the server's process group; SIGKILL what is left after 15 s."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # stray workers of the group, if any
+
+
+class RssSampler:
+    """Samples a server's resident memory in a background thread."""
+
+    def __init__(self, server: Server, interval: float = 0.25) -> None:
+        self.server = server
+        self.interval = interval
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append(self.server.rss())
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def peak_mb(self) -> float:
+        return max(self.samples, default=0) / 2**20
+
+
+@dataclass
+class PostResult:
+    bundles: int
+    resources: int
+    seconds: float
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.resources / self.seconds if self.seconds else 0.0
+
+
+async def post_bundles(client: httpx.AsyncClient, base: str, bodies: Sequence[bytes],
+                       counts: Sequence[int], *, concurrency: int) -> PostResult:
+    """POST transaction Bundles to ``base`` with ``concurrency`` requests in
+    flight; every Bundle must be accepted (200), failures are collected."""
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(len(bodies)):
+        queue.put_nowait(i)
+    failures: list[str] = []
+
+    async def worker() -> None:
+        while True:
+            try:
+                i = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            try:
+                resp = await client.post(base, content=bodies[i],
+                                         headers={"Content-Type": FHIR_JSON,
+                                                  "Accept": FHIR_JSON})
+                if resp.status_code != 200:
+                    failures.append(f"bundle {i}: HTTP {resp.status_code} {resp.text[:500]}")
+            except httpx.HTTPError as exc:
+                failures.append(f"bundle {i}: {type(exc).__name__}: {exc}")
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    seconds = time.perf_counter() - start
+    return PostResult(len(bodies), sum(counts), seconds, failures)
+
+
+def http_client(concurrency: int = 16) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    return httpx.AsyncClient(timeout=httpx.Timeout(300.0), limits=limits)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (``q`` in 0..100) of ``values``."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = max(1, min(len(ordered), math.ceil(q / 100 * len(ordered))))
+    return ordered[rank - 1]
+
+
+def machine() -> str:
+    """A one-line description of the machine, for RESULTS.md."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = psutil.virtual_memory().total / 2**30
+    return (f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, "
+            f"Python {platform.python_version()}, {platform.system()} {platform.release()}")

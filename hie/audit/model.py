@@ -1,0 +1,125 @@
+"""What one audit record says, before it becomes a FHIR ``AuditEvent``.
+
+Callers (the FHIR routes, the access-decision dependency, the token endpoint,
+the identity admin commands) build an :class:`AuditRecord` and hand it to
+:func:`hie.audit.chain.append_in_tx` (writes: atomic with the write) or to
+:meth:`hie.audit.log.AuditLog.record` (read decisions: batched). Building one
+is cheap on purpose — plain data, no validation, no I/O — because it happens on
+every request; redaction and the FHIR mapping run later, in the writer.
+
+Never put secrets (tokens, assertions, passwords) or a full resident ID number
+in a record. As a second line of defence :func:`redact` masks resident ID
+numbers and secret-looking query parameters in every free-text field when the
+record is written.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+from urllib.parse import parse_qsl, urlencode
+
+Outcome = Literal["permit", "deny", "error"]
+
+#: The prefix of the reference that names a regional person (the master patient
+#: index's id) in an ``AuditEvent`` entity and in the ``patient`` index.
+PERSON_REF_PREFIX = "urn:hie:person:"
+
+
+def now_stamp() -> str:
+    """The current time in the store's fixed-width UTC form (``hie.store.index``)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
+def person_ref(person_id: str) -> str:
+    """The reference under which a regional person's records are indexed.
+
+    >>> person_ref("p-42")
+    'urn:hie:person:p-42'
+    """
+    return PERSON_REF_PREFIX + person_id
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One write or one access decision (permit, deny or error).
+
+    ``interaction`` is a FHIR restful interaction (``read``, ``vread``,
+    ``update``, ``patch``, ``delete``, ``history-instance``, ``history-type``,
+    ``history-system``, ``create``, ``search-type``, ``search-system``,
+    ``capabilities``, ``transaction``, ``batch``, ``operation``), an operation
+    name (``$everything``, ``$ihe-pix``) or one of the exchange's own actions
+    (``login``, ``link``, ``unlink``, ``consent``). ``resource_ids`` are ids of
+    ``resource_type`` or whole references (``Type/id``); searches give the
+    ``query`` and the ``count`` returned rather than every id.
+    ``patient_refs`` are ``Patient/…`` references; ``person`` is the regional
+    person id. ``purpose_of_use`` is an HL7 v3 ActReason code (``TREAT``,
+    ``ETREAT``…), ``reason`` the break-the-glass justification,
+    ``consultation`` the consultation reference.
+    """
+
+    interaction: str
+    outcome: Outcome
+    status: int | None = None
+    organization: str | None = None
+    client_id: str | None = None
+    practitioner: str | None = None
+    person: str | None = None
+    patient_refs: tuple[str, ...] = ()
+    resource_type: str | None = None
+    resource_ids: tuple[str, ...] = ()
+    query: str | None = None
+    count: int | None = None
+    purpose_of_use: str | None = None
+    reason: str | None = None
+    consultation: str | None = None
+    detail: str | None = None
+    request_id: str | None = None
+    recorded: str = field(default_factory=now_stamp)
+
+
+# -- redaction -----------------------------------------------------------------
+
+# GB 11643 resident ID numbers: 18 digits (6 region, 8 birth date, 3 sequence,
+# check digit or X) and the older 15-digit form (6 region, 6 birth date, 3
+# sequence). Digits next to digits never match, so longer numbers are left alone.
+_RESIDENT_18 = re.compile(
+    r"(?<![0-9])([0-9]{6})((?:18|19|20)[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01]))"
+    r"([0-9]{3}[0-9Xx])(?![0-9A-Za-z])")
+_RESIDENT_15 = re.compile(
+    r"(?<![0-9])([0-9]{6})([0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01]))"
+    r"([0-9]{3})(?![0-9])")
+
+#: Query parameters whose values are credentials, whatever the route.
+SECRET_PARAMS = frozenset({
+    "access_token", "token", "client_assertion", "assertion", "password", "client_secret",
+    "code", "refresh_token", "id_token",
+})
+
+
+def mask_resident_ids(text: str) -> str:
+    """Hide the birth-date digits of every resident ID number in ``text``.
+
+    >>> mask_resident_ids("identifier=urn:oid:2.16.156.10011.1.1|11010519491231002X")
+    'identifier=urn:oid:2.16.156.10011.1.1|110105********002X'
+    """
+    def hide(m: re.Match[str]) -> str:
+        return m.group(1) + "*" * len(m.group(2)) + m.group(3)
+
+    return _RESIDENT_15.sub(hide, _RESIDENT_18.sub(hide, text))
+
+
+def redact_query(query: str) -> str:
+    """Mask secret parameters and resident ID numbers of a query string."""
+    pairs = parse_qsl(query.lstrip("?"), keep_blank_values=True)
+    if not pairs:
+        return mask_resident_ids(query)
+    cleaned = [(k, "***" if k.lower() in SECRET_PARAMS else v) for k, v in pairs]
+    return mask_resident_ids(urlencode(cleaned, safe="|:/,$*"))
+
+
+def redact(text: str | None) -> str | None:
+    """Mask resident ID numbers in free text (``None`` stays ``None``)."""
+    return None if text is None else mask_resident_ids(text)

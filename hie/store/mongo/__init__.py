@@ -1,0 +1,12 @@
+"""The MongoDB back end of the document store (PyMongo ``AsyncMongoClient``).
+
+``compile`` turns a :class:`~hie.store.query.SearchQuery` into a filter
+document, ``indexes`` declares the indexes those filters rely on,
+``documents`` the stored document shapes, ``search`` runs queries,
+``transaction`` runs transactions with retries, and ``store`` ties them into
+:class:`MongoStore`.
+"""
+
+from hie.store.mongo.store import MongoStore
+
+__all__ = ["MongoStore"]

@@ -1,0 +1,294 @@
+"""The SQLite store: the async :class:`~hie.store.base.Store` over stdlib ``sqlite3``.
+
+Threads, not the event loop, touch SQLite:
+
+* one **writer** connection, used only from a single-thread executor. An
+  ``asyncio.Lock`` lets one :meth:`SQLiteStore.transact` at a time use it, and
+  each transaction starts with ``BEGIN IMMEDIATE``, which takes SQLite's write
+  lock at once. So a transaction holds the write lock for the whole of ``fn``,
+  across this process (the asyncio lock) and other processes sharing the file
+  (SQLite's lock, waited for by ``busy_timeout``): a conditional create's
+  search-then-create cannot interleave with another, and ``lock(key)`` has
+  nothing left to do.
+* a small pool of **reader** connections in their own executor. In WAL mode
+  readers never wait for the writer and see the last committed state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import queue
+import sqlite3
+from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from hie.store.base import (
+    StoredResource,
+    StoreError,
+    StoreUnavailable,
+    Transaction,
+    WriteRecord,
+)
+from hie.store.query import Cursor, Page, Restriction, SearchQuery
+from hie.store.sqlite import records
+from hie.store.sqlite.compile import compile_count, compile_search
+from hie.store.sqlite.schema import connect, ensure_schema
+
+T = TypeVar("T")
+
+#: How often a transaction is retried when another process keeps the write
+#: lock past ``busy_timeout`` (each try waits up to that long).
+BUSY_RETRIES = 6
+
+
+def _is_busy(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and (
+        "locked" in str(exc) or "busy" in str(exc))
+
+
+class SQLiteStore:
+    """The embedded document store in one SQLite file (WAL, ``synchronous=FULL``)."""
+
+    def __init__(self, path: str, *, readers: int = 4) -> None:
+        self.path = path
+        self._reader_count = readers
+        self._writer: sqlite3.Connection | None = None
+        self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        self._readers: list[sqlite3.Connection] = []
+        self._write_exec: ThreadPoolExecutor | None = None
+        self._read_exec: ThreadPoolExecutor | None = None
+        self._write_lock = asyncio.Lock()
+
+    @classmethod
+    def from_url(cls, url: str) -> SQLiteStore:
+        """``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``."""
+        prefix = "sqlite:///"
+        if not url.startswith(prefix) or len(url) == len(prefix):
+            raise ValueError(f"not a SQLite store URL (sqlite:///path/to/file.db): {url!r}")
+        return cls(url[len(prefix):])
+
+    # ---- lifecycle --------------------------------------------------------
+
+    async def open(self) -> None:
+        """Create the folder and the file, switch to WAL, create or upgrade the
+        schema, and connect the writer and the readers."""
+        self._write_exec = ThreadPoolExecutor(1, thread_name_prefix="sqlite-write")
+        self._read_exec = ThreadPoolExecutor(self._reader_count,
+                                             thread_name_prefix="sqlite-read")
+
+        def start() -> sqlite3.Connection:
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            conn = connect(self.path, writer=True)
+            try:
+                ensure_schema(conn)
+            except BaseException:
+                conn.close()
+                raise
+            return conn
+
+        self._writer = await self._on_writer(start)
+        for _ in range(self._reader_count):
+            conn = await self._on_reader_thread(functools.partial(connect, self.path,
+                                                                  writer=False))
+            self._readers.append(conn)
+            self._idle.put(conn)
+
+    async def close(self) -> None:
+        """Close every connection (waiting for work already queued) and stop
+        the threads."""
+        if self._write_exec is None or self._read_exec is None:
+            return
+        async with self._write_lock:
+            if self._writer is not None:
+                await self._on_writer(self._writer.close)
+                self._writer = None
+            for conn in self._readers:
+                await self._on_reader_thread(conn.close)
+            self._readers.clear()
+            self._idle = queue.SimpleQueue()
+            self._write_exec.shutdown(wait=False)
+            self._read_exec.shutdown(wait=False)
+            self._write_exec = self._read_exec = None
+
+    async def ping(self) -> bool:
+        try:
+            return await self._read(lambda conn: conn.execute("SELECT 1").fetchone()[0] == 1)
+        except (sqlite3.Error, StoreError):
+            return False
+
+    # ---- writes -------------------------------------------------------------
+
+    async def transact(self, fn: Callable[[Transaction], Awaitable[T]]) -> T:
+        """Run ``fn`` holding the write lock; commit, or roll back and re-raise.
+
+        ``fn`` is re-run (after a rollback) only when SQLite reports the file
+        busy beyond ``busy_timeout``, i.e. another process held the lock. Do
+        not call ``transact`` from inside ``fn``: it would wait for itself.
+        """
+        async with self._write_lock:
+            for attempt in range(BUSY_RETRIES):
+                await self._on_writer(self._begin)
+                tx = SQLiteTransaction(self)
+                try:
+                    result = await fn(tx)
+                    await self._on_writer(self._commit)
+                    return result
+                except BaseException as exc:
+                    # shielded: a cancelled request must still release the lock;
+                    # the single writer thread runs it before any later BEGIN
+                    await asyncio.shield(self._on_writer(self._rollback))
+                    if _is_busy(exc) and attempt + 1 < BUSY_RETRIES:
+                        continue
+                    if _is_busy(exc):
+                        raise StoreUnavailable("the store file stayed locked") from exc
+                    raise
+                finally:
+                    tx.closed = True
+        raise StoreUnavailable("the store file stayed locked")  # pragma: no cover
+
+    def _begin(self) -> None:
+        conn = self._writer_conn()
+        for attempt in range(BUSY_RETRIES):
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or attempt + 1 == BUSY_RETRIES:
+                    raise StoreUnavailable(f"cannot start a write: {exc}") from exc
+
+    def _commit(self) -> None:
+        self._writer_conn().execute("COMMIT")
+
+    def _rollback(self) -> None:
+        conn = self._writer
+        if conn is not None and conn.in_transaction:
+            conn.execute("ROLLBACK")
+
+    # ---- reads --------------------------------------------------------------
+
+    async def read(self, resource_type: str, id: str, *,
+                   restriction: Restriction | None = None) -> StoredResource | None:
+        return await self._read(records.read_current, resource_type, id, restriction)
+
+    async def read_version(self, resource_type: str, id: str, version: int, *,
+                           restriction: Restriction | None = None) -> StoredResource | None:
+        return await self._read(records.read_version, resource_type, id, version, restriction)
+
+    async def read_many(self, keys: Iterable[tuple[str, str]], *,
+                        restriction: Restriction | None = None) -> list[StoredResource]:
+        return await self._read(records.read_many, list(keys), restriction)
+
+    async def search(self, query: SearchQuery, *, limit: int,
+                     cursor: Cursor | None = None) -> Page:
+        """One page, fetching ``limit + 1`` rows to know whether there is a next."""
+        if limit < 1:
+            return Page(resources=[], next=None)
+        cursor = cursor or Cursor()
+
+        def run(conn: sqlite3.Connection) -> tuple[list[StoredResource], int | None]:
+            snapshot = cursor.snapshot_seq
+            if query.sort and snapshot is None:
+                snapshot = _max_seq(conn)
+            statement = compile_search(query, limit=limit + 1, cursor=cursor,
+                                       snapshot_seq=snapshot if query.sort else None)
+            return records.fetch_page(conn, statement), snapshot if query.sort else None
+
+        rows, snapshot = await self._read(run)
+        page = Page(resources=rows[:limit], snapshot_seq=snapshot)
+        if len(rows) > limit:
+            if query.sort:
+                page.next = Cursor(offset=cursor.offset + limit, snapshot_seq=snapshot)
+            else:
+                page.next = Cursor(after_seq=rows[limit - 1].seq)
+        return page
+
+    async def count(self, query: SearchQuery) -> int:
+        statement = compile_count(query)
+        return await self._read(
+            lambda conn: conn.execute(statement.sql, statement.params).fetchone()[0])
+
+    async def history(
+        self, *, resource_type: str | None = None, id: str | None = None,
+        since: str | None = None, before: str | None = None,
+        limit: int, offset: int = 0, restriction: Restriction | None = None,
+    ) -> tuple[list[StoredResource], int]:
+        return await self._read(functools.partial(
+            records.history, resource_type=resource_type, id=id, since=since, before=before,
+            limit=limit, offset=offset, restriction=restriction))
+
+    async def max_seq(self) -> int:
+        return await self._read(_max_seq)
+
+    # ---- threads ------------------------------------------------------------
+
+    def _writer_conn(self) -> sqlite3.Connection:
+        if self._writer is None:
+            raise StoreError("the SQLite store is not open")
+        return self._writer
+
+    async def _on_writer(self, func: Callable[..., T], *args: Any) -> T:
+        if self._write_exec is None:
+            raise StoreError("the SQLite store is not open")
+        return await asyncio.get_running_loop().run_in_executor(
+            self._write_exec, functools.partial(func, *args))
+
+    async def _on_reader_thread(self, func: Callable[..., T], *args: Any) -> T:
+        if self._read_exec is None:
+            raise StoreError("the SQLite store is not open")
+        return await asyncio.get_running_loop().run_in_executor(
+            self._read_exec, functools.partial(func, *args))
+
+    async def _read(self, func: Callable[..., T], *args: Any) -> T:
+        """Run ``func(conn, *args)`` on an idle reader connection (there are as
+        many connections as reader threads, so one is always free)."""
+        return await self._on_reader_thread(self._with_reader, func, *args)
+
+    def _with_reader(self, func: Callable[..., T], *args: Any) -> T:
+        conn = self._idle.get()
+        try:
+            return func(conn, *args)
+        finally:
+            self._idle.put(conn)
+
+
+class SQLiteTransaction:
+    """The :class:`~hie.store.base.Transaction` of :meth:`SQLiteStore.transact`:
+    every call runs on the writer connection, so reads see the writes made so far."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self._store = store
+        self.closed = False
+
+    async def read(self, resource_type: str, id: str) -> StoredResource | None:
+        return await self._run(records.read_current, resource_type, id, None)
+
+    async def search_keys(self, query: SearchQuery, limit: int) -> list[tuple[str, str]]:
+        if limit < 1:
+            return []
+        statement = compile_search(query, limit=limit)
+        rows = await self._run(lambda conn: conn.execute(statement.sql,
+                                                         statement.params).fetchall())
+        return [(row[1], row[2]) for row in rows]
+
+    async def lock(self, key: str) -> None:
+        """Nothing to do: the transaction already holds the store's write lock."""
+        self._check()
+
+    async def put(self, record: WriteRecord) -> int:
+        return await self._run(records.put, record)
+
+    def _check(self) -> None:
+        if self.closed:
+            raise StoreError("the transaction has ended")
+
+    async def _run(self, func: Callable[..., T], *args: Any) -> T:
+        self._check()
+        return await self._store._on_writer(
+            lambda: func(self._store._writer_conn(), *args))
+
+
+def _max_seq(conn: sqlite3.Connection) -> int:
+    return conn.execute("SELECT coalesce(max(seq), 0) FROM resources").fetchone()[0]
