@@ -7,13 +7,13 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from schemas.search_parameters import params_for
-
 import hie
-from schemas.resource_types import RESOURCE_TYPES
+from schemas.resource_types import READ_ONLY_TYPES, RESOURCE_TYPES
+from schemas.search_parameters import params_for
 
 INTERACTIONS = ["read", "vread", "update", "delete", "history-instance", "history-type",
                 "create", "search-type"]
+READ_INTERACTIONS = {"read", "vread", "history-instance", "history-type", "search-type"}
 COMMON_SEARCH = [
     ("_id", "token", "Logical id of the resource"),
     ("_lastUpdated", "date", "When the resource version last changed"),
@@ -33,17 +33,19 @@ def capability_statement(base: str) -> dict[str, Any]:
             if p.name in ("_id", "_lastUpdated"):
                 continue
             search.append({"name": p.name, "type": p.type})
+        writable = rtype not in READ_ONLY_TYPES
         entry: dict[str, Any] = {
             "type": rtype,
             "profile": f"http://hl7.org/fhir/StructureDefinition/{rtype}",
-            "interaction": [{"code": c} for c in INTERACTIONS],
+            "interaction": [{"code": c} for c in INTERACTIONS
+                            if rtype not in READ_ONLY_TYPES or c in READ_INTERACTIONS],
             "versioning": "versioned",
             "readHistory": True,
-            "updateCreate": True,
-            "conditionalCreate": True,
+            "updateCreate": writable,
+            "conditionalCreate": writable,
             "conditionalRead": "not-supported",
-            "conditionalUpdate": True,
-            "conditionalDelete": "single",
+            "conditionalUpdate": writable,
+            "conditionalDelete": "single" if writable else "not-supported",
             "referencePolicy": ["literal", "local"],
             "searchInclude": [f"{rtype}:{p.name}" for p in params_for(rtype)
                               if p.type == "reference"],

@@ -38,6 +38,7 @@ from hie.fhir.search.extract import extract
 from hie.fhir.search.parse import SearchError, parse_search
 from hie.store.base import Store, StoredResource, Transaction, WriteRecord
 from hie.store.query import Restriction, SearchQuery
+from schemas.resource_types import READ_ONLY_TYPES
 
 
 def stamp_now() -> str:
@@ -137,6 +138,11 @@ async def execute(store: Store, ctx: RequestContext,
     Any error (validation, failed precondition, conflict) raises
     :class:`FhirError` and nothing is written.
     """
+    for e in entries:
+        if e.resource_type in READ_ONLY_TYPES:
+            raise FhirError(405, Issue("not-supported",
+                                       f"{e.resource_type} is written by the exchange only",
+                                       [e.where] if e.where else []))
     stamp = stamp_now()
     # Planning rewrites resources in place; a re-plan starts from the originals.
     originals = [orjson.dumps(e.resource) if e.resource is not None else None for e in entries]

@@ -110,3 +110,26 @@ async def test_wrong_content_type_is_415(client: httpx.AsyncClient):
 
 async def test_unknown_route_under_fhir_is_outcome(client: httpx.AsyncClient):
     assert_outcome(await client.get(f"{FHIR}/Patient/1/2/3/4"), 404)
+
+
+async def test_code_outside_required_value_set_is_refused(client: httpx.AsyncClient):
+    body = assert_outcome(await client.post(f"{FHIR}/Patient",
+                                            json=patient() | {"gender": "sometimes"}), 400)
+    assert body["issue"][0]["code"] == "code-invalid"
+    assert body["issue"][0]["expression"] == ["Patient.gender"]
+    assert await patients(client) == 0
+
+
+async def test_audit_events_cannot_be_written_through_the_api(client: httpx.AsyncClient):
+    event = {"resourceType": "AuditEvent", "recorded": "2024-01-01T00:00:00Z",
+             "type": {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110110"},
+             "agent": [{"requestor": True, "who": {"display": "forger"}}],
+             "source": {"observer": {"display": "forger"}}}
+    assert_outcome(await client.post(f"{FHIR}/AuditEvent", json=event), 405)
+    assert_outcome(await client.put(f"{FHIR}/AuditEvent/local-x", json=event | {"id": "local-x"}),
+                   405)
+    bundle = {"resourceType": "Bundle", "type": "transaction",
+              "entry": [{"resource": event, "request": {"method": "POST", "url": "AuditEvent"}}]}
+    assert_outcome(await client.post(FHIR, json=bundle), 405)
+    search = await client.get(f"{FHIR}/AuditEvent", params={"_summary": "count"})
+    assert search.json()["total"] == 0

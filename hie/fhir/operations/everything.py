@@ -9,8 +9,6 @@ valid while data is written.
 
 from __future__ import annotations
 
-from schemas.search_parameters import PATIENT_COMPARTMENT
-
 from hie.fhir.bundles import bundle_bytes, decode_cursor, encode_cursor, link_url, search_entry
 from hie.fhir.outcome import bad_request
 from hie.fhir.searching import SearchOptions
@@ -18,12 +16,15 @@ from hie.fhir.service import instant_param, read
 from hie.store.base import Store
 from hie.store.index import DATE_MAX
 from hie.store.query import AnyOf, Cursor, IdMatch, LastUpdatedMatch, ReferenceMatch, SearchQuery
+from schemas.resource_types import NON_CLINICAL_TYPES
+from schemas.search_parameters import PATIENT_COMPARTMENT
 
 
 def compartment_types() -> list[str]:
-    """``Patient`` first, then every type with a patient-compartment parameter."""
+    """``Patient`` first, then every clinical type with a patient-compartment
+    parameter (the audit trail is not part of the record)."""
     return ["Patient"] + sorted(t for t, ps in PATIENT_COMPARTMENT.items()
-                                if ps and t != "Patient")
+                                if ps and t != "Patient" and t not in NON_CLINICAL_TYPES)
 
 
 async def everything(store: Store, *, patient_id: str, params: list[tuple[str, str]],
