@@ -147,3 +147,15 @@ async def test_nul_in_a_value_still_matches_literally() -> None:
     assert await _ids(store, StringMatch("name", "a\x00", "start")) == {"nul"}
     assert await _ids(store, StringMatch("name", "\x00c", "contains")) == set()
     await store.close()
+
+
+def test_values_of_one_parameter_share_one_in() -> None:
+    refs = AnyOf(tuple(ReferenceMatch("subject", f"p{i}", "Patient") for i in (3, 1, 2)))
+    codes = AnyOf((TokenMatch("code", "b", "http://loinc.org"),
+                   TokenMatch("code", "a", "http://loinc.org"), TokenMatch("code", "z")))
+    flt = compile_query(SearchQuery("Observation", where=(refs, codes)))
+    assert flt["$and"][0] == {"ref": {"$elemMatch": {
+        "p": "subject", "i": {"$in": ["p1", "p2", "p3"]}, "t": "Patient"}}}
+    assert flt["$and"][1] == {"$or": [
+        {"tok": {"$elemMatch": {"p": "code", "s": "http://loinc.org", "c": {"$in": ["a", "b"]}}}},
+        {"tok": {"$elemMatch": {"p": "code", "c": "z"}}}]}

@@ -246,9 +246,40 @@ def compile_condition(c: Condition, resource_type: str, chains: ChainTargets) ->
     raise QueryValueError(f"unsupported condition {type(c).__name__}")
 
 
+def _merged(terms: tuple[Condition, ...]) -> list[Condition | Filter]:
+    """Fold values of one parameter that differ only in the code (token) or
+    the target id (reference) into one ``$in``: a long ``_revinclude`` or
+    ``code=a,b,c`` OR stays one index scan with point bounds."""
+    codes: dict[tuple[str, str | None], list[str]] = {}
+    targets: dict[tuple[str, str | None], list[str]] = {}
+    rest: list[Condition | Filter] = []
+    for term in terms:
+        if isinstance(term, TokenMatch) and not term.negate and term.code is not None:
+            codes.setdefault((term.param, term.system), []).append(_text(term.code))
+        elif isinstance(term, ReferenceMatch):
+            targets.setdefault((term.param, term.target_type), []).append(_text(term.target_id))
+        else:
+            rest.append(term)
+    merged: list[Condition | Filter] = []
+    for (param, system), values in codes.items():
+        match: Filter = {"p": _text(param)}
+        if system is not None:
+            match["s"] = _text(system)
+        match["c"] = values[0] if len(values) == 1 else {"$in": sorted(set(values))}
+        merged.append(_elem("token", match))
+    for (param, target_type), values in targets.items():
+        match = {"p": _text(param),
+                 "i": values[0] if len(values) == 1 else {"$in": sorted(set(values))}}
+        if target_type is not None:
+            match["t"] = _text(target_type)
+        merged.append(_elem("reference", match))
+    return merged + rest
+
+
 def compile_any_of(any_of: AnyOf, resource_type: str, chains: ChainTargets) -> Filter:
     """OR of the terms (a single term needs no ``$or``)."""
-    terms = [compile_condition(t, resource_type, chains) for t in any_of.terms]
+    terms = [t if isinstance(t, dict) else compile_condition(t, resource_type, chains)
+             for t in _merged(any_of.terms)]
     if not terms:
         # An empty disjunction is false: nothing matches.
         return {"_id": {"$in": []}}

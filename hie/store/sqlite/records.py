@@ -1,8 +1,8 @@
-"""Reading and writing resource versions on one SQLite connection.
+"""Reading resource versions on one SQLite connection.
 
 Plain synchronous functions: :class:`~hie.store.sqlite.store.SQLiteStore` runs
-them in its executors (the writer thread or a reader thread), never on the
-event loop.
+them in its executors (a reader thread, or the writer thread for reads inside a
+transaction), never on the event loop. Writing is :mod:`.writes`.
 """
 
 from __future__ import annotations
@@ -12,12 +12,10 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from hie.store.base import StoredResource, VersionConflict, WriteRecord
-from hie.store.index import IndexEntries
+from hie.store.base import StoredResource
 from hie.store.query import Restriction
 from hie.store.sqlite.compile import Statement
 from hie.store.sqlite.conditions import restriction_sql
-from hie.store.sqlite.schema import INDEX_COLUMNS, INDEX_KINDS
 
 #: Most values bound in one ``IN (…)`` (well below SQLite's variable limit).
 CHUNK = 500
@@ -27,11 +25,6 @@ _CURRENT = ("SELECT r.seq, r.type, r.id, r.version, r.last_updated, r.deleted, r
 _VERSION = ("SELECT v.seq, v.type, v.id, v.version, v.last_updated, v.deleted, v.source, "
             "v.body, v.labels FROM versions v")
 
-_INSERT_INDEX = {
-    kind: (f"INSERT OR IGNORE INTO idx_{kind} (type, param, {', '.join(cols)}, seq) "
-           f"VALUES ({', '.join('?' * (len(cols) + 3))})")
-    for kind, cols in INDEX_COLUMNS.items()
-}
 
 
 def to_stored(row: tuple[Any, ...]) -> StoredResource:
@@ -129,69 +122,3 @@ def history(conn: sqlite3.Connection, *, resource_type: str | None, id: str | No
                         (*params, limit, offset)).fetchall()
     total = conn.execute(f"SELECT count(*) FROM versions v WHERE {where}", params).fetchone()[0]
     return [to_stored(row) for row in rows], total
-
-
-def put(conn: sqlite3.Connection, record: WriteRecord) -> int:
-    """Write one version inside the caller's transaction; return the ``seq``.
-
-    Refuses with :class:`VersionConflict` unless the current version is
-    ``record.version - 1``. The index rows of the previous version are replaced
-    (only the tables it had rows in); a tombstone has none.
-    """
-    rtype, rid = record.resource_type, record.id
-    row = conn.execute("SELECT seq, version, kinds FROM resources WHERE type = ? AND id = ?",
-                       (rtype, rid)).fetchone()
-    current = row[1] if row is not None else 0
-    if record.version != current + 1:
-        raise VersionConflict(f"{rtype}/{rid}: version {record.version} cannot follow "
-                              f"version {current}")
-    index = None if record.deleted else record.index
-    labels = _labels(index)
-    body = b"" if record.deleted else record.body
-    if row is None:
-        # under BEGIN IMMEDIATE no other writer can take the same number
-        seq = conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM resources").fetchone()[0]
-    else:
-        seq = row[0]
-        for bit, kind in enumerate(INDEX_KINDS):
-            if row[2] & (1 << bit):
-                conn.execute(f"DELETE FROM idx_{kind} WHERE seq = ?", (seq,))
-    vid = conn.execute(
-        "INSERT INTO versions (type, id, version, seq, last_updated, deleted, source, labels, "
-        "body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (rtype, rid, record.version, seq, record.last_updated, int(record.deleted),
-         record.source, labels, body)).lastrowid
-    kinds = _insert_index(conn, rtype, seq, index)
-    values = (record.version, vid, record.last_updated, int(record.deleted), record.source,
-              labels, kinds)
-    if row is None:
-        conn.execute("INSERT INTO resources (version, vid, last_updated, deleted, source, "
-                     "labels, kinds, seq, type, id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                     (*values, seq, rtype, rid))
-    else:
-        conn.execute("UPDATE resources SET version = ?, vid = ?, last_updated = ?, "
-                     "deleted = ?, source = ?, labels = ?, kinds = ? WHERE seq = ?",
-                     (*values, seq))
-    return seq
-
-
-def _insert_index(conn: sqlite3.Connection, rtype: str, seq: int,
-                  index: IndexEntries | None) -> int:
-    """Insert the index rows (one executemany per kind); return the kinds mask."""
-    if index is None:
-        return 0
-    kinds = 0
-    for bit, kind in enumerate(INDEX_KINDS):
-        entries = getattr(index, kind)
-        if entries:
-            conn.executemany(_INSERT_INDEX[kind], [(rtype, *e, seq) for e in entries])
-            kinds |= 1 << bit
-    return kinds
-
-
-def _labels(index: IndexEntries | None) -> str | None:
-    """``|code|code|`` of the ``_security`` tokens (system ignored), or None."""
-    if index is None:
-        return None
-    codes = sorted({code for param, _system, code in index.token if param == "_security"})
-    return "|" + "|".join(codes) + "|" if codes else None

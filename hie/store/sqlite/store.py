@@ -33,7 +33,7 @@ from hie.store.base import (
     WriteRecord,
 )
 from hie.store.query import Cursor, Page, Restriction, SearchQuery
-from hie.store.sqlite import records
+from hie.store.sqlite import records, writes
 from hie.store.sqlite.compile import compile_count, compile_search
 from hie.store.sqlite.schema import connect, ensure_schema
 
@@ -260,6 +260,7 @@ class SQLiteTransaction:
 
     def __init__(self, store: SQLiteStore) -> None:
         self._store = store
+        self._state = writes.WriteState()
         self.closed = False
 
     async def read(self, resource_type: str, id: str) -> StoredResource | None:
@@ -278,7 +279,7 @@ class SQLiteTransaction:
         self._check()
 
     async def put(self, record: WriteRecord) -> int:
-        return await self._run(records.put, record)
+        return await self._run(writes.put, self._state, record)
 
     def _check(self) -> None:
         if self.closed:
