@@ -38,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Regional health-record exchange", version=hie.__version__,
                   lifespan=lifespan, docs_url="/docs", openapi_url="/openapi.json")
     app.state.settings = settings
+    app.state.write_hooks = []
     errors.install(app)
     app.include_router(health.router)
     app.include_router(fhir_router)

@@ -10,10 +10,13 @@ everything; the trust and consent layers replace :func:`get_context` and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from fastapi import Depends, Request
 
 from hie.config import Settings
 from hie.context import RequestContext
+from hie.fhir.writes import WriteHook
 from hie.store.base import Store
 from hie.store.query import Restriction
 
@@ -40,3 +43,8 @@ def get_restriction(ctx: RequestContext = Depends(get_context)) -> Restriction |
     so it sees all records; the consent layer compiles a real decision here.
     """
     return None
+
+
+def get_write_hooks(request: Request) -> Sequence[WriteHook]:
+    """What must commit with every write (set up by the app factory)."""
+    return request.app.state.write_hooks

@@ -34,6 +34,9 @@ from hie.store.base import Store, Transaction, VersionConflict, WriteRecord
 from hie.store.index import IndexEntries
 
 HEAD_TYPE = "_AuditHead"
+#: ``source`` of the exchange's internal documents (the head, usage totals):
+#: hidden from every organisation-restricted view.
+INTERNAL_SOURCE = "urn:hie:exchange:internal"
 HEAD_ID = "chain"
 #: The "previous hash" of the first event.
 GENESIS = "0" * 64
@@ -145,7 +148,7 @@ async def append_in_tx(tx: Transaction, records: list[AuditRecord]) -> None:
                                  source=AUDIT_SOURCE, index=index_entries(event)))
     await tx.put(WriteRecord(HEAD_TYPE, HEAD_ID, head.version + 1, stamp,
                              orjson.dumps({"sequence": sequence, "hash": previous}),
-                             index=IndexEntries()))
+                             source=INTERNAL_SOURCE, index=IndexEntries()))
 
 
 async def append(store: Store, records: list[AuditRecord]) -> None:

@@ -9,11 +9,10 @@ patient, the resources, the query with its result count, the request id).
 The event built here is what the chain hashes and the store keeps, so
 everything a privacy officer reads back is covered by the hash.
 
-Index entries are built by hand, following :mod:`hie.store.index`, for the
-parameters ``patient``, ``agent``, ``entity``, ``date``, ``type``, ``subtype``,
-``outcome``, ``action`` and ``altid`` (the client id) — the names and meaning of
-the FHIR R4 AuditEvent search parameters, so the FHIR search layer can serve
-them once they are in ``schemas/search_parameters.py``.
+Index entries come from the FHIR layer's extractor (the AuditEvent parameters
+of ``schemas/search_parameters.py``: ``patient``, ``agent``, ``entity``,
+``date``, ``type``, ``subtype``, ``outcome``, ``action``, ``altid`` …), so FHIR
+search over audit events behaves like search over anything else.
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ import base64
 from typing import Any
 
 from hie.audit.model import PERSON_REF_PREFIX, AuditRecord, redact, redact_query
+from hie.fhir.search.extract import extract
 from hie.store.index import IndexEntries
 
 AUDIT_TYPE = "AuditEvent"
@@ -51,8 +51,6 @@ SECURITY_ROLE = "http://terminology.hl7.org/CodeSystem/extra-security-role-type"
 ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
 OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
 SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
-OUTCOME_SYSTEM = "http://hl7.org/fhir/audit-event-outcome"
-ACTION_SYSTEM = "http://hl7.org/fhir/audit-event-action"
 BALP_ENTITY_TYPE = "https://profiles.ihe.net/ITI/BALP/CodeSystem/BasicAuditEntityType"
 
 #: restful-interaction code → AuditEvent.action (C/R/U/D/E).
@@ -236,41 +234,20 @@ def to_audit_event(record: AuditRecord) -> dict[str, Any]:
     return event
 
 
-def _split_ref(ref: str) -> tuple[str, str]:
-    """(target type, id) of a local reference; ("", ref) of anything else."""
-    parts = ref.split("/")
-    if len(parts) == 2 and parts[0][:1].isupper() and ":" not in ref:
-        return parts[0], parts[1]
-    return "", ref
-
-
 def index_entries(event: dict[str, Any]) -> IndexEntries:
-    """The search index entries of an ``AuditEvent`` built by :func:`to_audit_event`."""
-    out = IndexEntries()
-    recorded = event["recorded"].rstrip("Z")
-    out.date.append(("date", recorded, recorded))
-    type_ = event["type"]
-    out.token.append(("type", type_["system"], type_["code"]))
-    for sub in event.get("subtype", []):
-        out.token.append(("subtype", sub["system"], sub["code"]))
-    out.token.append(("outcome", OUTCOME_SYSTEM, event["outcome"]))
-    out.token.append(("action", ACTION_SYSTEM, event["action"]))
-    for agent in event["agent"]:
-        ref = agent.get("who", {}).get("reference")
-        if ref:
-            out.reference.append(("agent", *_split_ref(ref)))
-            if ref.startswith("Patient/"):
-                out.reference.append(("patient", *_split_ref(ref)))
-        if agent.get("altId"):
-            out.token.append(("altid", "", agent["altId"]))
+    """The search index entries of an ``AuditEvent``.
+
+    The FHIR layer's extractor indexes every AuditEvent parameter of
+    ``schemas/search_parameters.py``, exactly as it would for any resource;
+    one entry is ours: the regional person (``urn:hie:person:…``) under
+    ``patient``, so ``patient=urn:hie:person:…`` finds a person's events at
+    every hospital.
+    """
+    out = extract(event)
     for entity in event.get("entity", []):
-        ref = entity.get("what", {}).get("reference")
-        if not ref:
-            continue
-        target = _split_ref(ref)
-        out.reference.append(("entity", *target))
-        if target[0] == "Patient" or ref.startswith(PERSON_REF_PREFIX):
-            out.reference.append(("patient", *target))
+        ref = entity.get("what", {}).get("reference", "")
+        if ref.startswith(PERSON_REF_PREFIX):
+            out.reference.append(("patient", "", ref))
     return out
 
 

@@ -92,10 +92,11 @@ _RESIDENT_15 = re.compile(
     r"(?<![0-9])([0-9]{6})([0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01]))"
     r"([0-9]{3})(?![0-9])")
 
-#: Query parameters whose values are credentials, whatever the route.
+#: Query parameters whose values are credentials, whatever the route. (Not
+#: OAuth's ``code``: it is also FHIR's most common search parameter.)
 SECRET_PARAMS = frozenset({
     "access_token", "token", "client_assertion", "assertion", "password", "client_secret",
-    "code", "refresh_token", "id_token",
+    "refresh_token", "id_token",
 })
 
 

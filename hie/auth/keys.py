@@ -157,9 +157,9 @@ class KeyRing:
 
     def _write_new(self) -> ExchangeKey:
         now = self.clock()
-        newest = self._ordered()[-1].created if self._keys else float("-inf")
-        # Keep creation order strict even when rotating twice in one second.
-        created = max(int(now), int(newest) + 1)
+        created = int(now)
+        if self._keys:  # keep creation order strict even when rotating twice in a second
+            created = max(created, int(self._ordered()[-1].created) + 1)
         kid = f"hie-{datetime.fromtimestamp(created, UTC).strftime(_STAMP)}-" \
               f"{secrets.token_hex(4)}"
         private = ec.generate_private_key(ec.SECP384R1())

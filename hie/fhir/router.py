@@ -8,19 +8,27 @@ Errors are raised as :class:`~hie.fhir.outcome.FhirError` and rendered as
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from hie.config import Settings
 from hie.context import RequestContext
-from hie.dependencies import get_context, get_restriction, get_settings_dep, get_store
+from hie.dependencies import (
+    get_context,
+    get_restriction,
+    get_settings_dep,
+    get_store,
+    get_write_hooks,
+)
 from hie.fhir import http, searching, service, transaction
 from hie.fhir.capability import capability_statement
 from hie.fhir.operations import everything
 from hie.fhir.outcome import bad_request, information
 from hie.fhir.validate import check_type, parse_resource
-from hie.fhir.writes import EntryResult
+from hie.fhir.writes import EntryResult, WriteHook
 from hie.store.base import Store
 from hie.store.query import Restriction
 
@@ -56,6 +64,7 @@ async def metadata(settings: Settings = Depends(get_settings_dep)) -> Response:
 async def bundle(request: Request, store: Store = Depends(get_store),
                  ctx: RequestContext = Depends(get_context),
                  restriction: Restriction | None = Depends(get_restriction),
+                 hooks: Sequence[WriteHook] = Depends(get_write_hooks),
                  settings: Settings = Depends(get_settings_dep)) -> Response:
     http.check_body_type(request)
     body = await request.body()
@@ -63,7 +72,7 @@ async def bundle(request: Request, store: Store = Depends(get_store),
         store, ctx, body=body, base=settings.fhir_base,
         max_entries=settings.max_bundle_entries,
         return_resources=http.prefer_return(request) == "representation",
-        options=_options(request, settings, restriction))
+        options=_options(request, settings, restriction), hooks=hooks)
     return http.fhir_response(out)
 
 
@@ -115,13 +124,15 @@ async def search_post(resource_type: str, request: Request, store: Store = Depen
 @router.post("/{resource_type}", summary="create", status_code=201)
 async def create(resource_type: str, request: Request, store: Store = Depends(get_store),
                  ctx: RequestContext = Depends(get_context),
+                 hooks: Sequence[WriteHook] = Depends(get_write_hooks),
                  settings: Settings = Depends(get_settings_dep)) -> Response:
     check_type(resource_type)
     resource = await _resource_body(request, resource_type)
     # Conditional create: the If-None-Exist header, or (as Aidbox and fhirpy's
     # get_or_create do it) the search parameters in the URL.
     condition = request.headers.get("if-none-exist") or request.url.query or None
-    result = await service.create(store, ctx, resource=resource, if_none_exist=condition)
+    result = await service.create(store, ctx, resource=resource, if_none_exist=condition,
+                                  hooks=hooks)
     body = None
     if result.body is None and http.prefer_return(request) == "representation":
         body = (await service.read(store, resource_type=resource_type, id=result.id or "")).body
@@ -132,6 +143,7 @@ async def create(resource_type: str, request: Request, store: Store = Depends(ge
 async def conditional_update(resource_type: str, request: Request,
                              store: Store = Depends(get_store),
                              ctx: RequestContext = Depends(get_context),
+                             hooks: Sequence[WriteHook] = Depends(get_write_hooks),
                              settings: Settings = Depends(get_settings_dep)) -> Response:
     check_type(resource_type)
     condition = _params(request)
@@ -140,20 +152,21 @@ async def conditional_update(resource_type: str, request: Request,
     resource = await _resource_body(request, resource_type)
     result = await service.update(store, ctx, resource_type=resource_type, id=None,
                                   resource=resource, condition=condition,
-                                  if_match=http.if_match(request))
+                                  if_match=http.if_match(request), hooks=hooks)
     return http.write_response(result, settings.fhir_base, request)
 
 
 @router.delete("/{resource_type}", summary="conditional delete")
 async def conditional_delete(resource_type: str, request: Request,
                              store: Store = Depends(get_store),
-                             ctx: RequestContext = Depends(get_context)) -> Response:
+                             ctx: RequestContext = Depends(get_context),
+                             hooks: Sequence[WriteHook] = Depends(get_write_hooks)) -> Response:
     check_type(resource_type)
     condition = _params(request)
     if not condition:
         raise bad_request("A conditional delete needs search parameters in the URL")
     result = await service.delete(store, ctx, resource_type=resource_type, id=None,
-                                  condition=condition)
+                                  condition=condition, hooks=hooks)
     return _delete_response(result)
 
 
@@ -181,21 +194,24 @@ async def read(resource_type: str, id: str, store: Store = Depends(get_store),
 @router.put("/{resource_type}/{id}", summary="update (or update-as-create)")
 async def update(resource_type: str, id: str, request: Request,
                  store: Store = Depends(get_store), ctx: RequestContext = Depends(get_context),
+                 hooks: Sequence[WriteHook] = Depends(get_write_hooks),
                  settings: Settings = Depends(get_settings_dep)) -> Response:
     check_type(resource_type)
     resource = await _resource_body(request, resource_type)
     result = await service.update(store, ctx, resource_type=resource_type, id=id,
-                                  resource=resource, if_match=http.if_match(request))
+                                  resource=resource, if_match=http.if_match(request),
+                                  hooks=hooks)
     return http.write_response(result, settings.fhir_base, request)
 
 
 @router.delete("/{resource_type}/{id}", summary="delete")
 async def delete(resource_type: str, id: str, request: Request,
                  store: Store = Depends(get_store),
-                 ctx: RequestContext = Depends(get_context)) -> Response:
+                 ctx: RequestContext = Depends(get_context),
+                 hooks: Sequence[WriteHook] = Depends(get_write_hooks)) -> Response:
     check_type(resource_type)
     result = await service.delete(store, ctx, resource_type=resource_type, id=id,
-                                  if_match=http.if_match(request))
+                                  if_match=http.if_match(request), hooks=hooks)
     return _delete_response(result)
 
 

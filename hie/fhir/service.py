@@ -6,6 +6,7 @@ these. Writes go through :mod:`hie.fhir.writes`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,31 +43,34 @@ async def vread(store: Store, *, resource_type: str, id: str, version: str,
 
 
 async def create(store: Store, ctx: RequestContext, *, resource: dict[str, Any],
-                 if_none_exist: str | None = None) -> writes.EntryResult:
+                 if_none_exist: str | None = None,
+                 hooks: Sequence[writes.WriteHook] = ()) -> writes.EntryResult:
     """Create with a server-assigned id (or find the match of ``If-None-Exist``)."""
     entry = writes.WriteEntry("POST", resource["resourceType"], resource=resource,
                               condition=writes.conditional_params(if_none_exist)
                               if if_none_exist is not None else None)
     resource.pop("id", None)  # the server assigns ids on create
-    return (await writes.execute(store, ctx, [entry]))[0]
+    return (await writes.execute(store, ctx, [entry], hooks=hooks))[0]
 
 
 async def update(store: Store, ctx: RequestContext, *, resource_type: str, id: str | None,
                  resource: dict[str, Any], condition: list[tuple[str, str]] | None = None,
-                 if_match: int | None = None) -> writes.EntryResult:
+                 if_match: int | None = None,
+                 hooks: Sequence[writes.WriteHook] = ()) -> writes.EntryResult:
     """Update by id (creating it when absent) or by a search condition."""
     entry = writes.WriteEntry("PUT", resource_type, id=id, resource=resource,
                               condition=condition, if_match=if_match)
-    return (await writes.execute(store, ctx, [entry]))[0]
+    return (await writes.execute(store, ctx, [entry], hooks=hooks))[0]
 
 
 async def delete(store: Store, ctx: RequestContext, *, resource_type: str, id: str | None,
                  condition: list[tuple[str, str]] | None = None,
-                 if_match: int | None = None) -> writes.EntryResult:
+                 if_match: int | None = None,
+                 hooks: Sequence[writes.WriteHook] = ()) -> writes.EntryResult:
     """Delete by id or by a condition matching at most one resource."""
     entry = writes.WriteEntry("DELETE", resource_type, id=id, condition=condition,
                               if_match=if_match)
-    return (await writes.execute(store, ctx, [entry]))[0]
+    return (await writes.execute(store, ctx, [entry], hooks=hooks))[0]
 
 
 async def history(store: Store, *, base: str, resource_type: str | None, id: str | None,

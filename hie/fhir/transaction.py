@@ -9,6 +9,7 @@ entry on its own and reports each outcome.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
@@ -133,13 +134,15 @@ def _if_match(value: Any, where: str) -> int | None:
 
 async def process(store: Store, ctx: RequestContext, *, body: bytes, base: str,
                   max_entries: int, return_resources: bool,
-                  options: searching.SearchOptions) -> bytes:
+                  options: searching.SearchOptions,
+                  hooks: Sequence[writes.WriteHook] = ()) -> bytes:
     """Process a transaction or batch Bundle; return the response Bundle."""
     btype, entries = await run_in_threadpool(_prepare, body, base, max_entries)
     out: list[dict[str, Any] | None] = [None] * len(entries)
     if btype == "transaction":
         write_idx = [i for i, e in enumerate(entries) if isinstance(e, writes.WriteEntry)]
-        results = await writes.execute(store, ctx, [entries[i] for i in write_idx])
+        results = await writes.execute(store, ctx, [entries[i] for i in write_idx],
+                                       hooks=hooks)
         for i, res in zip(write_idx, results, strict=True):
             out[i] = _write_response(res, base, return_resources)
     else:
@@ -148,7 +151,7 @@ async def process(store: Store, ctx: RequestContext, *, body: bytes, base: str,
                 out[i] = _error_response(e)
             elif isinstance(e, writes.WriteEntry):
                 try:
-                    res = (await writes.execute(store, ctx, [e]))[0]
+                    res = (await writes.execute(store, ctx, [e], hooks=hooks))[0]
                     out[i] = _write_response(res, base, return_resources)
                 except FhirError as exc:
                     out[i] = _error_response(exc)

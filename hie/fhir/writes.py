@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -131,8 +131,18 @@ class _Stale(Exception):
     """A check of the plan no longer holds."""
 
 
-async def execute(store: Store, ctx: RequestContext,
-                  entries: list[WriteEntry]) -> list[EntryResult]:
+class WriteHook(Protocol):
+    """Work that must commit atomically with a write (identity links, the audit
+    record of the write). Runs inside the write's transaction after its
+    versions are put; it may run more than once when the transaction retries,
+    so it must only act through ``tx``."""
+
+    async def __call__(self, tx: Transaction, ctx: RequestContext,
+                      records: list[WriteRecord]) -> None: ...
+
+
+async def execute(store: Store, ctx: RequestContext, entries: list[WriteEntry], *,
+                  hooks: Sequence[WriteHook] = ()) -> list[EntryResult]:
     """Apply ``entries`` atomically; return one result per entry, in order.
 
     Any error (validation, failed precondition, conflict) raises
@@ -158,6 +168,8 @@ async def execute(store: Store, ctx: RequestContext,
             plan = await _make_plan(tx, ctx, fresh, stamp)
         for record in plan.records:
             await tx.put(record)
+        for hook in hooks:
+            await hook(tx, ctx, plan.records)
         return plan.results
 
     return await store.transact(run)

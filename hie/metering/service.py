@@ -25,6 +25,9 @@ from hie.store.index import IndexEntries
 from hie.store.query import AnyOf, Cursor, DateMatch, SearchQuery, TokenMatch
 
 USAGE_TYPE = "_Usage"
+#: ``source`` of the usage documents (the same value as the audit chain head's):
+#: hidden from every organisation-restricted view.
+INTERNAL_SOURCE = "urn:hie:exchange:internal"
 #: How often an add is re-run after losing a race with another process.
 RETRIES = 20
 
@@ -79,7 +82,7 @@ async def add_in_tx(tx: Transaction, counts: Mapping[tuple[str, date], Usage],
         total.add(usage)
         body = orjson.dumps({"organization": org, "date": day.isoformat(), **asdict(total)})
         await tx.put(WriteRecord(USAGE_TYPE, usage_id(org, day), version, stamp, body,
-                                 index=_index(org, day)))
+                                 source=INTERNAL_SOURCE, index=_index(org, day)))
 
 
 async def add_usage(store: Store, counts: Mapping[tuple[str, date], Usage],

@@ -20,6 +20,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from hie.context import organization_source
 
 #: The exchange itself, as the author of registry entries and of admin tokens.
@@ -147,3 +149,43 @@ def fhir_organization(org: Organization) -> dict[str, Any]:
 def fhir_practitioner(p: Practitioner) -> dict[str, Any]:
     return {"resourceType": "Practitioner", "id": p.id, "active": p.active,
             "name": [{"text": p.name}]}
+
+
+# -- admin API request bodies ------------------------------------------------
+
+class NewOrganization(BaseModel):
+    """``POST /admin/organizations``."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+    id: str | None = None
+    client_id: str | None = None
+    jwks: dict[str, Any] | None = None
+    roles: list[str] = []
+    active: bool = True
+
+
+class OrganizationChange(BaseModel):
+    """``PATCH /admin/organizations/{id}``."""
+
+    model_config = ConfigDict(extra="forbid")
+    active: bool
+
+
+class NewPractitioner(BaseModel):
+    """``POST /admin/practitioners``."""
+
+    model_config = ConfigDict(extra="forbid")
+    organization: str
+    name: str = Field(min_length=1, max_length=200)
+    id: str | None = None
+    roles: list[str] = []
+
+
+class NewAccount(BaseModel):
+    """``POST /admin/accounts``."""
+
+    model_config = ConfigDict(extra="forbid")
+    username: str
+    password: str = Field(repr=False, max_length=1024)
+    person_id: str

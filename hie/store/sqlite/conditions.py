@@ -310,7 +310,7 @@ def _chain(cond: ChainMatch, rtype: str, alias: str, ctx: Context) -> Compiled:
         f"EXISTS (SELECT 1 FROM idx_reference {y} JOIN resources {u} "
         f"ON {u}.type = {y}.target_type AND {u}.id = {y}.target_id "
         f"WHERE {y}.seq = {alias}.seq AND {y}.param = ? AND {y}.target_type = ? "
-        f"AND {u}.deleted = 0 AND {visible_u} AND {inner_on_u.predicate})")
+        f"AND +{u}.deleted = 0 AND {visible_u} AND {inner_on_u.predicate})")
     params = [cond.param, cond.target_type, *vparams_u, *inner_on_u.params]
     rank = 3 if inner.seq_sets and inner.rank <= 2 else 6
     return Compiled(predicate, params, [seq_set], rank)

@@ -74,11 +74,16 @@ def read_many(conn: sqlite3.Connection, keys: Iterable[tuple[str, str]],
     for rtype, ids in by_type.items():
         for i in range(0, len(ids), CHUNK):
             chunk = ids[i:i + CHUNK]
-            rows = conn.execute(
-                f"{_CURRENT} WHERE r.type = ? AND r.id IN ({', '.join('?' * len(chunk))}) "
-                "AND r.deleted = 0", (rtype, *chunk))
+            rows = conn.execute(read_many_sql(len(chunk)), (rtype, *chunk))
             out += [to_stored(row) for row in rows if visible(row[6], row[8], restriction)]
     return out
+
+
+def read_many_sql(n: int) -> str:
+    """The statement of :func:`read_many` for ``n`` ids of one type. ``+``
+    keeps the planner on the ``(type, id)`` index: ``(type, deleted)`` looks
+    as selective to it and would walk every resource of the type."""
+    return f"{_CURRENT} WHERE r.type = ? AND r.id IN ({', '.join('?' * n)}) AND +r.deleted = 0"
 
 
 def fetch_page(conn: sqlite3.Connection, statement: Statement) -> list[StoredResource]:
@@ -99,6 +104,21 @@ def history(conn: sqlite3.Connection, *, resource_type: str | None, id: str | No
             since: str | None, before: str | None, limit: int, offset: int,
             restriction: Restriction | None) -> tuple[list[StoredResource], int]:
     """Versions newest first and the total that match; see ``Store.history``."""
+    page, count = history_statements(resource_type=resource_type, id=id, since=since,
+                                     before=before, limit=limit, offset=offset,
+                                     restriction=restriction)
+    rows = conn.execute(page.sql, page.params).fetchall()
+    total = conn.execute(count.sql, count.params).fetchone()[0]
+    return [to_stored(row) for row in rows], total
+
+
+def history_statements(*, resource_type: str | None, id: str | None, since: str | None,
+                       before: str | None, limit: int, offset: int,
+                       restriction: Restriction | None) -> tuple[Statement, Statement]:
+    """The page and the count statements of :func:`history`. Newest first is
+    ``last_updated`` then ``vid`` (write order) descending, which the
+    ``(type, last_updated)`` and ``(last_updated)`` indexes yield without a
+    sort (their entries end in the rowid ``vid``)."""
     if id is not None and resource_type is None:
         raise ValueError("history of one id needs its resource type")
     terms: list[str] = []
@@ -118,7 +138,6 @@ def history(conn: sqlite3.Connection, *, resource_type: str | None, id: str | No
     params += rparams
     where = " AND ".join(terms)
     order = "v.version DESC" if id is not None else "v.last_updated DESC, v.vid DESC"
-    rows = conn.execute(f"{_VERSION} WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
-                        (*params, limit, offset)).fetchall()
-    total = conn.execute(f"SELECT count(*) FROM versions v WHERE {where}", params).fetchone()[0]
-    return [to_stored(row) for row in rows], total
+    return (Statement(f"{_VERSION} WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
+                      (*params, limit, offset)),
+            Statement(f"SELECT count(*) FROM versions v WHERE {where}", tuple(params)))
