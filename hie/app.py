@@ -1,8 +1,13 @@
 """The exchange's app factory: one place mounts every router.
 
 ``create_app`` builds the ASGI app from a :class:`~hie.config.Settings`; the
-store is opened in the lifespan, so importing this module has no side effects.
-``hie serve`` runs it under uvicorn (``hie.app:create_app`` as a factory).
+store, the token service, the audit log and the usage meter are opened in the
+lifespan, so importing this module has no side effects. ``hie serve`` runs it
+under uvicorn (``hie.app:create_app`` as a factory).
+
+Every router is authenticated by default (its routes depend on the caller);
+the public ones are the named exception: health, the CapabilityStatement, the
+SMART configuration, the token endpoint and the JWKS.
 """
 
 from __future__ import annotations
@@ -14,10 +19,19 @@ from fastapi import FastAPI
 
 import hie
 from hie import errors, health
+from hie.audit.log import AuditLog
+from hie.auth.dependencies import require_role
+from hie.auth.router import router as auth_router
+from hie.auth.router import smart_router
+from hie.auth.tokens import TokenService
 from hie.config import Settings, get_settings
 from hie.fhir.router import router as fhir_router
 from hie.limits import BodySizeLimit
+from hie.metering.counters import MeteringMiddleware, UsageMeter
+from hie.metering.router import usage_router
 from hie.metrics import MetricsMiddleware
+from hie.registry.models import ROLE_ADMIN
+from hie.registry.router import router as admin_router
 from hie.store import open_store
 
 
@@ -30,9 +44,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = open_store(settings.store_url)
         await store.open()
         app.state.store = store
+        app.state.tokens = TokenService(settings)
+        app.state.tokens.keyring.ensure()
+        app.state.audit_log = AuditLog(store)
+        await app.state.audit_log.start()
+        app.state.usage_meter = UsageMeter(store)
+        await app.state.usage_meter.start()
         try:
             yield
         finally:
+            await app.state.usage_meter.close()
+            await app.state.audit_log.close(give_up_after=10)
             await store.close()
 
     app = FastAPI(title="Regional health-record exchange", version=hie.__version__,
@@ -41,8 +63,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.write_hooks = []
     errors.install(app)
     app.include_router(health.router)
+    # before the FHIR router: /fhir/{type}/{id} would catch the well-known path
+    app.include_router(smart_router)
+    app.include_router(auth_router)
+    app.include_router(admin_router)
+    app.include_router(usage_router(require_role(ROLE_ADMIN)))
     app.include_router(fhir_router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
                        too_large=errors.too_large_app)
+    app.add_middleware(MeteringMiddleware)
     app.add_middleware(MetricsMiddleware)
     return app

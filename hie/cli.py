@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import typer
 
+from hie.audit.cli import app as audit_app
+from hie.registry.cli import app as admin_app
+
 app = typer.Typer(help="Regional health-record exchange.", no_args_is_help=True)
 
 
@@ -25,6 +28,10 @@ def version() -> None:
     import hie
 
     typer.echo(hie.__version__)
+
+
+app.add_typer(admin_app, name="admin")
+app.add_typer(audit_app, name="audit")
 
 
 def main() -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from hie.auth.config import AuthSettings
 
 #: Identifier system of resident ID numbers (居民身份证号码) in this region: the
 #: OID of the national identity-card number in China's health information
@@ -12,8 +14,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_RESIDENT_ID_SYSTEM = "urn:oid:2.16.156.10011.1.1"
 
 
-class Settings(BaseSettings):
-    """One settings object for the exchange (``hie serve``)."""
+class Settings(AuthSettings):
+    """One settings object for the exchange (``hie serve``); the trust layer's
+    fields (token lifetimes, clock skew) come from :class:`AuthSettings`."""
 
     model_config = SettingsConfigDict(env_prefix="HIE_", extra="ignore")
 
@@ -33,9 +36,6 @@ class Settings(BaseSettings):
     max_page_size: int = 1000
     #: Most entries in one transaction or batch Bundle.
     max_bundle_entries: int = 5000
-    #: Until the trust layer authenticates callers, every request acts as this
-    #: organisation (its id is stamped into ``meta.source`` of every write).
-    local_organization: str = "local"
 
     @property
     def fhir_base(self) -> str:

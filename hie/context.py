@@ -9,6 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SOURCE_PREFIX = "urn:hie:organization:"
+#: ``source`` of the exchange's internal documents (types named ``_…``: client
+#: keys, accounts, identity links, counters). No caller's restriction ever
+#: includes it, so no API read path can return them.
+INTERNAL_SOURCE = "urn:hie:exchange:internal"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,11 +1,10 @@
 """Request dependencies shared by the routers: the store, the caller and what
 the caller may see.
 
-They chain (fastapi-best-practices): the caller's context → the restriction
-that applies to it → the service call. Until the trust layer authenticates
-callers, every request acts as the configured local organisation and sees
-everything; the trust and consent layers replace :func:`get_context` and
-:func:`get_restriction` without touching the routes.
+They chain (fastapi-best-practices): the access token → the caller's context
+→ the restriction that applies to it → the service call. Every route that
+depends on the caller is authenticated; public routes (metadata, well-known
+documents, JWKS, health) simply do not depend on it.
 """
 
 from __future__ import annotations
@@ -14,11 +13,21 @@ from collections.abc import Sequence
 
 from fastapi import Depends, Request
 
+from hie.audit.fhir import AUDIT_SOURCE
+from hie.audit.writes import write_hook
+from hie.auth.context import AuthContext
+from hie.auth.dependencies import authenticate
 from hie.config import Settings
-from hie.context import RequestContext
+from hie.context import RequestContext, organization_source
 from hie.fhir.writes import WriteHook
+from hie.metering.counters import note_usage
+from hie.registry.models import ROLE_PRIVACY_OFFICER
 from hie.store.base import Store
 from hie.store.query import Restriction
+
+#: ``meta.source`` of what the exchange's registry publishes (the directory of
+#: organisations and practitioners, readable by every authenticated caller).
+REGISTRY_SOURCE = organization_source("exchange")
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -31,20 +40,30 @@ def get_store(request: Request) -> Store:
     return request.app.state.store
 
 
-def get_context(settings: Settings = Depends(get_settings_dep)) -> RequestContext:
-    """Who is calling. Until authentication exists: the configured local caller."""
-    return RequestContext(organization=settings.local_organization)
+async def get_context(request: Request,
+                      ctx: AuthContext = Depends(authenticate)) -> RequestContext:
+    """Who is calling, from the access token (401 without a valid one); the
+    request is charged to the caller's organisation."""
+    note_usage(request, organization=ctx.organization)
+    return ctx
 
 
-def get_restriction(ctx: RequestContext = Depends(get_context)) -> Restriction | None:
-    """What the caller may see; ``None`` means everything.
+def get_restriction(request: Request,
+                    ctx: RequestContext = Depends(get_context)) -> Restriction | None:
+    """What the caller may see: the records its own organisation wrote and the
+    registry's directory. Privacy officers read the audit trail instead.
 
-    The local caller of the pre-authentication stage is the only organisation,
-    so it sees all records; the consent layer compiles a real decision here.
+    The consent layer widens this per patient; nothing here ever returns
+    ``None`` (everything) for an API caller.
     """
-    return None
+    roles = getattr(ctx, "roles", frozenset())
+    if request.path_params.get("resource_type") == "AuditEvent" \
+            and ROLE_PRIVACY_OFFICER in roles:
+        return Restriction(sources=frozenset({AUDIT_SOURCE}))
+    return Restriction(sources=frozenset({ctx.source, REGISTRY_SOURCE}))
 
 
 def get_write_hooks(request: Request) -> Sequence[WriteHook]:
-    """What must commit with every write (set up by the app factory)."""
-    return request.app.state.write_hooks
+    """What must commit with every write: the app's hooks and the audit record."""
+    request_id = request.headers.get("x-request-id")
+    return [*request.app.state.write_hooks, write_hook(request_id=request_id)]

@@ -18,10 +18,15 @@ async def test_openapi_docs_are_served(client: httpx.AsyncClient):
     assert "/fhir/{resource_type}/{id}" in spec["paths"]
 
 
-async def test_metrics_count_requests_by_route_template(client: httpx.AsyncClient):
+async def test_metrics_count_requests_by_route_template(client: httpx.AsyncClient,
+                                                        make_client):
     created = (await client.post("/fhir/Patient", json=patient())).json()
     await client.get(f"/fhir/Patient/{created['id']}")
-    text = (await client.get("/metrics")).text
+    assert (await client.get("/metrics")).status_code == 403  # a hospital is no admin
+    async with make_client("exchange", scope="", roles=["admin"]) as admin:
+        answer = await admin.get("/metrics")
+    assert answer.status_code == 200
+    text = answer.text
     assert 'route="/fhir/{resource_type}/{id}",status="200"' in text
     assert created["id"] not in text  # ids never become labels
 
@@ -46,3 +51,18 @@ async def test_problem_json_outside_fhir(client: httpx.AsyncClient):
     r = await client.get("/nowhere")
     assert r.status_code == 404
     assert r.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_only_the_named_routes_are_public(app):
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://testserver") as anonymous:
+        for path in ("/healthz", "/fhir/metadata", "/fhir/.well-known/smart-configuration",
+                     "/auth/jwks"):
+            assert (await anonymous.get(path)).status_code == 200, path
+        for path in ("/fhir/Patient", "/fhir/Patient/x", "/fhir/_history", "/metrics",
+                     "/admin/organizations", "/admin/usage", "/fhir/Patient/x/$everything"):
+            r = await anonymous.get(path)
+            assert r.status_code == 401, path
+            assert r.headers["www-authenticate"].startswith("Bearer")
+        r = await anonymous.post("/fhir/Patient", json=patient())
+        assert r.status_code == 401

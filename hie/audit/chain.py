@@ -30,13 +30,11 @@ import orjson
 
 from hie.audit.fhir import AUDIT_SOURCE, AUDIT_TYPE, CHAIN_URL, index_entries, to_audit_event
 from hie.audit.model import AuditRecord, now_stamp
+from hie.context import INTERNAL_SOURCE
 from hie.store.base import Store, Transaction, VersionConflict, WriteRecord
 from hie.store.index import IndexEntries
 
 HEAD_TYPE = "_AuditHead"
-#: ``source`` of the exchange's internal documents (the head, usage totals):
-#: hidden from every organisation-restricted view.
-INTERNAL_SOURCE = "urn:hie:exchange:internal"
 HEAD_ID = "chain"
 #: The "previous hash" of the first event.
 GENESIS = "0" * 64

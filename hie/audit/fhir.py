@@ -153,6 +153,8 @@ def _agents(record: AuditRecord, purpose: list[dict[str, Any]]) -> list[dict[str
     requestor["requestor"] = True
     if purpose:
         requestor["purposeOfUse"] = purpose
+    if record.token_id:  # the authorisation the requestor acted under (as BALP does)
+        requestor["policy"] = [record.token_id]
     return agents
 
 

@@ -11,8 +11,9 @@ or as soon as :attr:`batch_size` records wait — in a single store transaction.
 * When an append fails (store unreachable), the batch is kept and retried with
   back-off; records behind it wait in order, so the chain order is the order
   in which they were recorded.
-* :meth:`flush` returns once everything recorded before it is in the store;
-  :meth:`close` refuses new records, drains the queue and stops the task.
+* :meth:`flush` returns once everything recorded before it is in the store
+  (without waiting out the interval); :meth:`close` refuses new records,
+  drains the queue and stops the task.
 
 Writes that must be atomic with their audit record use
 :func:`hie.audit.chain.append_in_tx` instead.
@@ -47,8 +48,10 @@ class AuditLog:
         self._queue: asyncio.Queue[AuditRecord] = asyncio.Queue(maxsize=max_queue)
         self._task: asyncio.Task[None] | None = None
         self._closed = False
-        self._full = asyncio.Event()  # set when a whole batch waits (or on close)
-        #: Records appended so far by this writer (for tests and metrics).
+        self._hurry = asyncio.Event()  # a whole batch waits, or someone flushes
+        self._progress = asyncio.Condition()
+        self._queued = 0  # records accepted so far
+        #: Records appended so far (records go out in the order they came in).
         self.written = 0
         #: Appends that failed and were retried.
         self.failures = 0
@@ -68,23 +71,34 @@ class AuditLog:
             self._queue.put_nowait(record)
         except asyncio.QueueFull:
             await self._queue.put(record)
+        self._queued += 1
         if self._queue.qsize() >= self.batch_size:
-            self._full.set()
+            self._hurry.set()
 
     async def flush(self) -> None:
-        """Wait until every record queued so far is in the store (without
-        waiting out the batching interval)."""
-        if self._task is None:
-            if self._queue.empty():
-                return
-            await self.start()
-        self._full.set()
-        await self._queue.join()
+        """Wait until every record accepted before this call is in the store
+        (records that keep arriving meanwhile do not make it wait longer)."""
+        target = self._queued
+        if self.written >= target:
+            return
+        await self.start()
+        self._hurry.set()
+        async with self._progress:
+            await self._progress.wait_for(lambda: self.written >= target)
 
-    async def close(self) -> None:
-        """Refuse new records, write the ones queued, stop the writer."""
+    async def close(self, give_up_after: float | None = None) -> None:
+        """Refuse new records, write the ones queued, stop the writer.
+
+        With ``give_up_after`` (seconds), stop waiting for an unreachable store
+        after that long — shutdown must end — logging how many records were
+        not written. By default it waits as long as it takes.
+        """
         self._closed = True
-        await self.flush()
+        try:
+            await asyncio.wait_for(self.flush(), give_up_after)
+        except TimeoutError:
+            log.error("audit log closed with %d records not written: the store did not "
+                      "accept them within %.1fs", self.pending, give_up_after)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -93,26 +107,28 @@ class AuditLog:
 
     @property
     def pending(self) -> int:
-        """Records queued and not yet written."""
-        return self._queue.qsize()
+        """Records accepted and not yet written."""
+        return self._queued - self.written
 
     async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]
             if self._queue.qsize() + 1 < self.batch_size and not self._closed:
-                # Wait for the interval, or less when a full batch gathers. Waiting
-                # on an event (not on queue.get) so a timeout can never lose a record.
-                self._full.clear()
+                # Wait for the interval, or less when a full batch gathers or
+                # someone flushes. Waiting on an event (not on queue.get), so a
+                # timeout can never lose a record.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._full.wait(), self.interval)
+                    await asyncio.wait_for(self._hurry.wait(), self.interval)
+            self._hurry.clear()
             while len(batch) < self.batch_size:
                 try:
                     batch.append(self._queue.get_nowait())
                 except asyncio.QueueEmpty:
                     break
             await self._write(batch)
-            for _ in batch:
-                self._queue.task_done()
+            async with self._progress:
+                self.written += len(batch)
+                self._progress.notify_all()
 
     async def _write(self, batch: list[AuditRecord]) -> None:
         """Append ``batch``, retrying with back-off until it is in the store."""
@@ -120,7 +136,6 @@ class AuditLog:
         while True:
             try:
                 await append(self.store, batch)
-                self.written += len(batch)
                 return
             except asyncio.CancelledError:
                 raise

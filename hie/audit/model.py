@@ -15,11 +15,12 @@ record is written.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 from urllib.parse import parse_qsl, urlencode
+
+from hie.identity.resident_id import mask_text
 
 Outcome = Literal["permit", "deny", "error"]
 
@@ -58,6 +59,7 @@ class AuditRecord:
     person id. ``purpose_of_use`` is an HL7 v3 ActReason code (``TREAT``,
     ``ETREAT``…), ``reason`` the break-the-glass justification,
     ``consultation`` the consultation reference.
+    :func:`from_context` fills the caller's part from the request context.
     """
 
     interaction: str
@@ -75,22 +77,30 @@ class AuditRecord:
     purpose_of_use: str | None = None
     reason: str | None = None
     consultation: str | None = None
+    token_id: str | None = None  # the access token's jti (names it; is no secret)
     detail: str | None = None
     request_id: str | None = None
     recorded: str = field(default_factory=now_stamp)
 
 
-# -- redaction -----------------------------------------------------------------
+def from_context(ctx: object, *, interaction: str, outcome: Outcome,
+                 **fields: object) -> AuditRecord:
+    """A record whose caller fields come from a request context.
 
-# GB 11643 resident ID numbers: 18 digits (6 region, 8 birth date, 3 sequence,
-# check digit or X) and the older 15-digit form (6 region, 6 birth date, 3
-# sequence). Digits next to digits never match, so longer numbers are left alone.
-_RESIDENT_18 = re.compile(
-    r"(?<![0-9])([0-9]{6})((?:18|19|20)[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01]))"
-    r"([0-9]{3}[0-9Xx])(?![0-9A-Za-z])")
-_RESIDENT_15 = re.compile(
-    r"(?<![0-9])([0-9]{6})([0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01]))"
-    r"([0-9]{3})(?![0-9])")
+    Reads ``organization``, ``practitioner``, ``purpose_of_use`` and, when the
+    context has them (``hie.auth``'s ``AuthContext``), ``client_id``,
+    ``reason``, ``consultation`` and ``token_id``; ``fields`` sets the rest
+    (and may override). Structural on purpose: the audit domain does not
+    import the auth domain.
+    """
+    caller = {name: getattr(ctx, name, None) for name in (
+        "organization", "practitioner", "purpose_of_use", "client_id", "reason",
+        "consultation", "token_id")}
+    return AuditRecord(interaction=interaction, outcome=outcome,  # type: ignore[arg-type]
+                       **{**caller, **fields})
+
+
+# -- redaction -----------------------------------------------------------------
 
 #: Query parameters whose values are credentials, whatever the route. (Not
 #: OAuth's ``code``: it is also FHIR's most common search parameter.)
@@ -101,15 +111,13 @@ SECRET_PARAMS = frozenset({
 
 
 def mask_resident_ids(text: str) -> str:
-    """Hide the birth-date digits of every resident ID number in ``text``.
+    """Hide the birth-date digits of every resident ID number in ``text`` (the
+    identity domain's one masking rule).
 
     >>> mask_resident_ids("identifier=urn:oid:2.16.156.10011.1.1|11010519491231002X")
     'identifier=urn:oid:2.16.156.10011.1.1|110105********002X'
     """
-    def hide(m: re.Match[str]) -> str:
-        return m.group(1) + "*" * len(m.group(2)) + m.group(3)
-
-    return _RESIDENT_15.sub(hide, _RESIDENT_18.sub(hide, text))
+    return mask_text(text)
 
 
 def redact_query(query: str) -> str:

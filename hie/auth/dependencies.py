@@ -19,7 +19,6 @@ from hie.auth import scopes
 from hie.auth.context import AuthContext
 from hie.auth.tokens import InvalidToken, TokenService
 from hie.fhir.outcome import FhirError, Issue
-from hie.store.base import Store
 
 _CHALLENGE = 'Bearer realm="hie"'
 _MAX_TOKEN = 8192
@@ -31,11 +30,6 @@ def get_tokens(request: Request) -> TokenService:
     if tokens is None:
         tokens = request.app.state.tokens = TokenService(request.app.state.settings)
     return tokens
-
-
-def get_store(request: Request) -> Store:
-    """The process-wide store (same as ``hie.dependencies.get_store``)."""
-    return request.app.state.store
 
 
 def _unauthorized(message: str, error: str | None = None) -> HTTPException:

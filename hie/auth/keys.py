@@ -10,7 +10,7 @@ the folder agrees which key is newest without any other shared state.
   after that — longer than any token lives — so rotation never breaks a token in
   flight. Expired keys are deleted by the next rotation.
 * Workers re-read the folder every few seconds (and at once when a token names
-  an unknown ``kid``, at most once a second), so a rotation done by
+  a well-formed ``kid`` whose file exists but is not loaded yet), so a rotation done by
   ``hie admin rotate-keys`` or another worker is picked up without a restart.
 * Creation takes an exclusive ``flock`` and writes through a temporary file and
   an atomic rename, so two workers starting on a fresh machine create one key.
@@ -22,6 +22,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import secrets
 import threading
 import time
@@ -42,7 +43,7 @@ log = logging.getLogger("hie.auth.keys")
 EXCHANGE_ALGORITHM = "ES384"
 _STAMP = "%Y%m%dT%H%M%SZ"
 _RESCAN_SECONDS = 10.0
-_MISS_RESCAN_SECONDS = 1.0
+_KID = re.compile(r"^hie-\d{8}T\d{6}Z-[0-9a-f]{8}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +131,8 @@ class KeyRing:
     def verification_key(self, kid: str) -> ec.EllipticCurvePublicKey | None:
         """The public key with this ``kid`` if it is still live, else None."""
         key = self._keys.get(kid)
-        if key is None and self.clock() - self._scanned > _MISS_RESCAN_SECONDS:
+        if key is None and _KID.match(kid) and (self.folder / f"{kid}.pem").is_file():
+            # Another worker (or `hie admin rotate-keys`) made it since our last scan.
             self.refresh()
             key = self._keys.get(kid)
         if key is None or all(k.kid != kid for k in self._live()):
@@ -139,8 +141,7 @@ class KeyRing:
 
     def jwks(self) -> dict[str, Any]:
         """The JWKS of every live key (newest first)."""
-        if self.clock() - self._scanned > _RESCAN_SECONDS:
-            self.refresh()
+        self.signing_key()  # rescans when due; creates the first key on a fresh machine
         return {"keys": [k.jwk() for k in reversed(self._live())]}
 
     # -- writing ------------------------------------------------------------

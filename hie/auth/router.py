@@ -15,10 +15,11 @@ from starlette.responses import JSONResponse, Response
 
 from hie.auth import service
 from hie.auth.config import TrustSettings, token_url
-from hie.auth.dependencies import get_store, get_tokens
+from hie.auth.dependencies import get_tokens
 from hie.auth.errors import OAuthError, invalid_request
 from hie.auth.jwk import CLIENT_ALGORITHMS
 from hie.auth.tokens import TokenService
+from hie.dependencies import get_store
 from hie.store.base import Store
 
 log = logging.getLogger("hie.auth")

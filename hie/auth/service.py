@@ -33,9 +33,10 @@ from hie.auth.errors import (
     unsupported_grant_type,
 )
 from hie.auth.tokens import TokenService
+from hie.context import INTERNAL_SOURCE
 from hie.fhir.writes import stamp_now
 from hie.registry import service as registry
-from hie.registry.models import EXCHANGE_SOURCE, Organization
+from hie.registry.models import Organization
 from hie.store.base import Store, Transaction, VersionConflict, WriteRecord
 from hie.store.index import IndexEntries
 
@@ -174,7 +175,7 @@ async def _record_jtis(store: Store, org: Organization, seen: list[dict[str, Any
             if await tx.read(SEEN_JTI, id_) is not None:
                 raise _Replay(which)
             body = orjson.dumps({"client_id": org.client_id, "exp": int(claims["exp"])})
-            await tx.put(WriteRecord(SEEN_JTI, id_, 1, stamp, body, source=EXCHANGE_SOURCE,
+            await tx.put(WriteRecord(SEEN_JTI, id_, 1, stamp, body, source=INTERNAL_SOURCE,
                                      index=IndexEntries()))
 
     try:

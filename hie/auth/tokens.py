@@ -1,9 +1,10 @@
 """The exchange's access tokens: issued at ``/auth/token``, checked on every request.
 
 An access token is a JWT signed by the exchange's newest key (ES384, ``kid``
-header) with ``iss`` = the exchange's base URL, ``aud`` = its FHIR base,
-``sub`` = the client id, ``iat``/``nbf``/``exp``, a ``jti``, and what the caller
-may do: ``organization``, ``practitioner``, ``purpose_of_use``, ``reason``,
+header, ``typ: at+jwt`` as RFC 9068 names it) with ``iss`` = the exchange's
+base URL, ``aud`` = its FHIR base, ``sub`` = the client id,
+``iat``/``nbf``/``exp``, a ``jti``, and what the caller may do:
+``organization``, ``practitioner``, ``purpose_of_use``, ``reason``,
 ``consultation``, ``scope``, ``roles``, ``client_id``.
 
 Verification accepts only ES384, requires every time and identity claim, and
@@ -28,6 +29,9 @@ from hie.auth.config import TrustSettings, issuer, key_retention_seconds, keys_d
 from hie.auth.keys import EXCHANGE_ALGORITHM, KeyRing
 
 _REQUIRED = ["iss", "aud", "sub", "exp", "iat", "jti"]
+#: RFC 9068's media type, required on verification so that no other JWT the
+#: exchange might ever sign with the same keys can pass as an access token.
+ACCESS_TOKEN_TYPE = "at+jwt"
 _CACHE_SIZE = 4096
 
 
@@ -68,7 +72,7 @@ class TokenService:
             claims["fhirUser"] = f"Practitioner/{practitioner}"
         key = self.keyring.signing_key()
         token = jwt.encode(claims, key.private, algorithm=EXCHANGE_ALGORITHM,
-                           headers={"kid": key.kid, "typ": "JWT"})
+                           headers={"kid": key.kid, "typ": ACCESS_TOKEN_TYPE})
         return token, lifetime, claims
 
     def verify(self, token: str) -> dict[str, Any]:
@@ -94,6 +98,8 @@ class TokenService:
             raise InvalidToken("the access token is not a well-formed JWT") from None
         if header.get("alg") != EXCHANGE_ALGORITHM:
             raise InvalidToken(f"access tokens are signed with {EXCHANGE_ALGORITHM} only")
+        if header.get("typ") != ACCESS_TOKEN_TYPE:
+            raise InvalidToken(f"the token is not an access token (typ {ACCESS_TOKEN_TYPE})")
         kid = header.get("kid")
         key = self.keyring.verification_key(kid) if isinstance(kid, str) else None
         if key is None:

@@ -7,6 +7,7 @@ may see.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import orjson
@@ -31,6 +32,8 @@ class SearchOptions:
     max_count: int
     strict: bool = False
     restriction: Restriction | None = None
+    #: Told of every resource returned (for the audit record of the access).
+    seen: Callable[[Iterable[StoredResource]], None] | None = None
 
 
 def parse(resource_type: str, params: list[tuple[str, str]],
@@ -80,9 +83,13 @@ async def search(store: Store, *, resource_type: str, params: list[tuple[str, st
                             subset(r.body, r.resource_type, summary=parsed.summary,
                                    elements=parsed.elements))
                for r in matches]
+    if options.seen is not None:
+        options.seen(matches)
     if parsed.includes or parsed.revincludes:
         included = await _includes(store, matches, parsed, options.restriction)
         entries += [search_entry(options.base, r, "include") for r in included]
+        if options.seen is not None:
+            options.seen(included)
 
     links = [("self", self_link)]
     if page.next is not None:

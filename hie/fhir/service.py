@@ -6,7 +6,7 @@ these. Writes go through :mod:`hie.fhir.writes`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -75,7 +75,8 @@ async def delete(store: Store, ctx: RequestContext, *, resource_type: str, id: s
 
 async def history(store: Store, *, base: str, resource_type: str | None, id: str | None,
                   params: list[tuple[str, str]], default_count: int, max_count: int,
-                  restriction: Restriction | None = None) -> bytes:
+                  restriction: Restriction | None = None,
+                  seen: Callable[[Iterable[StoredResource]], None] | None = None) -> bytes:
     """Return a history Bundle (newest first) of one resource, a type, or all."""
     values = dict(params)
     since = before = None
@@ -93,6 +94,8 @@ async def history(store: Store, *, base: str, resource_type: str | None, id: str
     records, total = await store.history(resource_type=resource_type, id=id, since=since,
                                          before=before, limit=count, offset=cursor.offset,
                                          restriction=restriction)
+    if seen is not None:
+        seen(records)
     path = "/".join(p for p in (resource_type, id, "_history") if p)
     kept = [(k, v) for k, v in params if k in ("_since", "_at")]
     links = [("self", link_url(base, path, kept))]

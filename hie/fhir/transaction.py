@@ -9,7 +9,7 @@ entry on its own and reports each outcome.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
@@ -135,9 +135,12 @@ def _if_match(value: Any, where: str) -> int | None:
 async def process(store: Store, ctx: RequestContext, *, body: bytes, base: str,
                   max_entries: int, return_resources: bool,
                   options: searching.SearchOptions,
-                  hooks: Sequence[writes.WriteHook] = ()) -> bytes:
+                  hooks: Sequence[writes.WriteHook] = (),
+                  authorize: Callable[[str, str], None] | None = None) -> bytes:
     """Process a transaction or batch Bundle; return the response Bundle."""
     btype, entries = await run_in_threadpool(_prepare, body, base, max_entries)
+    if authorize is not None:
+        _authorize(btype, entries, base, authorize)
     out: list[dict[str, Any] | None] = [None] * len(entries)
     if btype == "transaction":
         write_idx = [i for i, e in enumerate(entries) if isinstance(e, writes.WriteEntry)]
@@ -167,6 +170,27 @@ async def process(store: Store, ctx: RequestContext, *, body: bytes, base: str,
     return orjson.dumps(response)
 
 
+_INTERACTION = {"POST": "c", "PUT": "u", "DELETE": "d"}
+
+
+def _authorize(btype: str, entries: list[Any], base: str,
+               authorize: Callable[[str, str], None]) -> None:
+    """Check every entry against the caller's scopes (``authorize(type,
+    interaction)`` raises a 403): a transaction fails as a whole, a batch
+    answers the refused entries in place."""
+    for i, e in enumerate(entries):
+        try:
+            if isinstance(e, writes.WriteEntry):
+                authorize(e.resource_type, _INTERACTION[e.method])
+            elif isinstance(e, tuple):
+                rtype, id_, _ = _parse_url(e[1], base, f"Bundle.entry[{i}]")
+                authorize(rtype, "r" if id_ is not None else "s")
+        except FhirError as exc:
+            if btype == "transaction":
+                raise
+            entries[i] = exc
+
+
 def _write_response(res: writes.EntryResult, base: str, with_resource: bool) -> dict[str, Any]:
     response: dict[str, Any] = {"status": status_line(res.status)}
     entry: dict[str, Any] = {}
@@ -193,6 +217,8 @@ async def _read_entry(store: Store, url: str, base: str,
     if id_ is not None:
         rec = await service.read(store, resource_type=rtype, id=id_,
                                  restriction=options.restriction)
+        if options.seen is not None:
+            options.seen([rec])
         return {"fullUrl": f"{base}/{rtype}/{id_}", "resource": orjson.Fragment(rec.body),
                 "response": {"status": "200 OK", "etag": etag(rec.version),
                              "lastModified": rec.last_updated + "Z"}}

@@ -83,7 +83,6 @@ class PersonDoc:
         if self.merged_into:
             body["mergedInto"] = self.merged_into
         index = IndexEntries(token=[("resident", "", k) for k in sorted(self.resident_keys())])
-        index.token += [("member", "", pid) for pid in self.members]
         return WriteRecord(PERSON, self.id, self.version + 1, stamp, _body(body), index=index)
 
     @classmethod
@@ -128,8 +127,6 @@ class LinkDoc:
             body["replacedBy"] = self.replaced_by
         index = IndexEntries(token=[("block", "", k) for k in self.blocking])
         index.token.append(("person", "", self.person_id))
-        if self.source:
-            index.token.append(("source", "", self.source))
         return WriteRecord(LINK, self.patient_id, self.version + 1, stamp, _body(body),
                            index=index)
 

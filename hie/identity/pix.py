@@ -81,6 +81,10 @@ async def corresponding_identifiers(
         raise FhirError(404, Issue("not-found", "sourceIdentifier Patient Identifier not found"))
 
     sources = [r.id for r in page.resources]
+    # A hospital's own identifier names the one Patient the caller knows
+    # already; a shared one (the resident ID number) names Patients at several
+    # hospitals, and each of them is an answer.
+    known = set(sources) if len(sources) == 1 else set()
     ordered: list[str] = list(sources)
     for sid in sources:
         for pid in await linked_patient_ids(store, sid):
@@ -109,7 +113,7 @@ async def corresponding_identifiers(
             if isinstance(ident.get("use"), str):
                 out["use"] = ident["use"]
             found.append(out)
-        if pid not in sources and (found or not wanted):
+        if pid not in known and (found or not wanted):
             parameters.append({"name": "targetId",
                                "valueReference": {"reference": f"Patient/{pid}"}})
         parameters += [{"name": "targetIdentifier", "valueIdentifier": i} for i in found]

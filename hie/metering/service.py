@@ -20,14 +20,12 @@ from typing import Any
 
 import orjson
 
+from hie.context import INTERNAL_SOURCE
 from hie.store.base import Store, Transaction, VersionConflict, WriteRecord
 from hie.store.index import IndexEntries
 from hie.store.query import AnyOf, Cursor, DateMatch, SearchQuery, TokenMatch
 
 USAGE_TYPE = "_Usage"
-#: ``source`` of the usage documents (the same value as the audit chain head's):
-#: hidden from every organisation-restricted view.
-INTERNAL_SOURCE = "urn:hie:exchange:internal"
 #: How often an add is re-run after losing a race with another process.
 RETRIES = 20
 

@@ -165,8 +165,8 @@ class NewOrganization(BaseModel):
     active: bool = True
 
 
-class OrganizationChange(BaseModel):
-    """``PATCH /admin/organizations/{id}``."""
+class ActiveChange(BaseModel):
+    """``PATCH /admin/organizations/{id}`` and ``/admin/practitioners/{id}``."""
 
     model_config = ConfigDict(extra="forbid")
     active: bool

@@ -13,9 +13,10 @@ from fastapi import APIRouter, Depends
 from starlette.exceptions import HTTPException
 
 from hie.auth.context import ROLE_ADMIN
-from hie.auth.dependencies import get_store, require_role
+from hie.auth.dependencies import require_role
+from hie.dependencies import get_store
 from hie.registry import service
-from hie.registry.models import NewAccount, NewOrganization, NewPractitioner, OrganizationChange
+from hie.registry.models import ActiveChange, NewAccount, NewOrganization, NewPractitioner
 from hie.store.base import Store
 
 router = APIRouter(prefix="/admin", tags=["admin"],
@@ -50,7 +51,7 @@ async def get_organization(id: str, store: Store = Depends(get_store)) -> dict[s
 
 
 @router.patch("/organizations/{id}", summary="activate or deactivate a hospital")
-async def change_organization(id: str, body: OrganizationChange,
+async def change_organization(id: str, body: ActiveChange,
                               store: Store = Depends(get_store)) -> dict[str, Any]:
     try:
         org = await service.set_organization_active(store, id=id, active=body.active)
@@ -100,6 +101,16 @@ async def get_practitioner(id: str, store: Store = Depends(get_store)) -> dict[s
     prac = await service.get_practitioner(store, id=id)
     if prac is None:
         raise HTTPException(404, f"practitioner {id!r} is not registered")
+    return prac.public()
+
+
+@router.patch("/practitioners/{id}", summary="activate or deactivate a practitioner")
+async def change_practitioner(id: str, body: ActiveChange,
+                              store: Store = Depends(get_store)) -> dict[str, Any]:
+    try:
+        prac = await service.set_practitioner_active(store, id=id, active=body.active)
+    except service.RegistryError as exc:
+        raise _fail(exc) from None
     return prac.public()
 
 

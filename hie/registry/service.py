@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from hie.auth.jwk import InvalidKey, public_jwk, public_jwks
+from hie.context import INTERNAL_SOURCE
 from hie.fhir.search.extract import extract
 from hie.fhir.writes import stamp_now
 from hie.registry import models
@@ -56,7 +57,7 @@ def _internal(rtype: str, id_: str, version: int, doc: dict[str, Any], stamp: st
               tokens: Iterable[tuple[str, str]] = ()) -> WriteRecord:
     index = IndexEntries(token=[(param, "", value) for param, value in tokens])
     return WriteRecord(rtype, id_, version, stamp, orjson.dumps(doc),
-                       source=models.EXCHANGE_SOURCE, index=index)
+                       source=INTERNAL_SOURCE, index=index)
 
 
 def _doc(rec: StoredResource | None) -> dict[str, Any] | None:
@@ -224,6 +225,27 @@ async def get_practitioner(store: Store, *, id: str) -> Practitioner | None:
     rec = await store.read(STAFF, id)
     doc = _doc(rec)
     return models.practitioner_from(doc, rec.version) if doc and rec else None
+
+
+async def set_practitioner_active(store: Store, *, id: str, active: bool) -> Practitioner:
+    """Activate or deactivate a practitioner (a deactivated one gets no new tokens)."""
+    stamp = stamp_now()
+
+    async def run(tx: Transaction) -> Practitioner:
+        rec = await tx.read(STAFF, id)
+        doc = _doc(rec)
+        if doc is None or rec is None:
+            raise NotFound(f"practitioner {id!r} is not registered")
+        new = replace(models.practitioner_from(doc, rec.version), active=active,
+                      version=rec.version + 1)
+        await tx.put(_internal(STAFF, id, new.version, models.staff_document(new), stamp,
+                               [("organization", new.organization)]))
+        fhir = await tx.read("Practitioner", id)
+        await tx.put(_fhir(models.fhir_practitioner(new), (fhir.version if fhir else 0) + 1,
+                           stamp))
+        return new
+
+    return await store.transact(run)
 
 
 async def list_practitioners(store: Store, *, organization: str) -> list[Practitioner]:

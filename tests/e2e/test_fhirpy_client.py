@@ -6,16 +6,24 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from exchange_process import Exchange
 from fhirpy import AsyncFHIRClient
-from fhirpy.base.exceptions import OperationOutcome, ResourceNotFound
+from fhirpy.base.exceptions import AuthorizationError, OperationOutcome, ResourceNotFound
 
 RESIDENT = "urn:oid:2.16.156.10011.1.1"
 MRN = "urn:oid:1.2.156.112604.1.2.1"
 
 
 @pytest.fixture
-def fhir(server: str) -> AsyncFHIRClient:
-    return AsyncFHIRClient(f"{server}/fhir", extra_headers={"Accept": "application/fhir+json"})
+def fhir(server: Exchange) -> AsyncFHIRClient:
+    return AsyncFHIRClient(f"{server.base}/fhir", authorization=f"Bearer {server.token()}",
+                           extra_headers={"Accept": "application/fhir+json"})
+
+
+async def test_no_token_is_refused(server: Exchange):
+    anonymous = AsyncFHIRClient(f"{server.base}/fhir")
+    with pytest.raises(AuthorizationError):
+        await anonymous.resources("Patient").fetch()
 
 
 def new_patient(fhir: AsyncFHIRClient, mrn: str, family: str = "张", given: str = "伟"):

@@ -9,6 +9,7 @@ from hie.store.base import Store
 from hie.store.index import DATE_MAX, DATE_MIN, IndexEntries
 from hie.store.query import (
     AnyOf,
+    ChainMatch,
     Condition,
     DateMatch,
     IdMatch,
@@ -400,3 +401,29 @@ async def test_conditions_of_different_kinds_combine(store: Store, records: Reco
     assert await found(store, records, query) == {"hit"}
     assert await found(store, records, SearchQuery("Observation")) == {
         "hit", "other-code", "other-patient", "too-early"}
+
+
+async def test_chain_to_id_and_with_other_conditions(store: Store, records: Records) -> None:
+    def obs(patient: str, date: str) -> IndexEntries:
+        return IndexEntries(reference=[("subject", "Patient", patient)],
+                            date=[("date", *day(date))])
+
+    await records.put(
+        store,
+        records.record("Patient", "1", index=IndexEntries(token=[("gender", "", "female")])),
+        records.record("Patient", "2", index=IndexEntries(token=[("gender", "", "male")])),
+        records.record("Observation", "p1-old", index=obs("1", "2023-01-01")),
+        records.record("Observation", "p1-new", index=obs("1", "2024-01-01")),
+        records.record("Observation", "p2-new", index=obs("2", "2024-01-01")),
+        records.record("Observation", "ghost", index=obs("3", "2024-01-01")),
+    )
+    to_id = ChainMatch("subject", "Patient", IdMatch(("1", "3")))
+    assert await found(store, records, where("Observation", (to_id,))) == {"p1-old", "p1-new"}
+    female = ChainMatch("subject", "Patient", TokenMatch("gender", "female"))
+    recent = DateMatch("date", "ge", *day("2024-01-01"))
+    assert await found(store, records, where("Observation", (female,), (recent,))) == {"p1-new"}
+    either = ChainMatch("subject", "Patient", TokenMatch("gender", "male"))
+    assert await found(store, records, where("Observation", (female, either), (recent,))) == {
+        "p1-new", "p2-new"}
+    not_female = ChainMatch("subject", "Patient", TokenMatch("gender", "female", negate=True))
+    assert await found(store, records, where("Observation", (not_female,))) == {"p2-new"}

@@ -4,6 +4,7 @@ and a cancelled transaction."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -118,3 +119,24 @@ async def test_a_transaction_object_is_dead_after_its_transaction(
     with pytest.raises(StoreError):
         await tx.put(records.record("Patient", "p1"))
     assert await sqlite_store.read("Patient", "p1") is None
+
+
+async def test_transaction_cancelled_while_waiting_for_the_lock(
+        sqlite_store: SQLiteStore, records: Records) -> None:
+    """Another process holds the write lock; a request gives up waiting. When
+    the lock frees, its late BEGIN must not block the next transaction."""
+    other = sqlite3.connect(sqlite_store.path, isolation_level=None, check_same_thread=False)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        waiting = asyncio.create_task(records.create(sqlite_store, "Patient", "p1"))
+        await asyncio.sleep(0.05)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        other.execute("COMMIT")
+    finally:
+        other.close()
+
+    await asyncio.wait_for(records.create(sqlite_store, "Patient", "p2"), 5)
+    assert await sqlite_store.read("Patient", "p1") is None
+    assert await sqlite_store.read("Patient", "p2") is not None

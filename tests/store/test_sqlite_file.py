@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ from hie.store import open_store
 from hie.store.index import IndexEntries
 from hie.store.query import AnyOf, SearchQuery, TokenMatch
 from hie.store.sqlite import SQLiteStore
-from hie.store.sqlite.schema import SCHEMA_VERSION, connect
+from hie.store.sqlite.schema import SCHEMA_VERSION, begin_immediate, connect
 
 
 def test_from_url_relative_and_absolute() -> None:
@@ -40,13 +42,31 @@ async def test_open_creates_folder_schema_and_wal(tmp_path: Path) -> None:
         conn.close()
 
 
-def test_connections_are_durable_and_wait_for_locks(tmp_path: Path) -> None:
-    conn = connect(str(tmp_path / "x.db"), writer=True)
+def test_connections_are_durable(tmp_path: Path) -> None:
+    for writer in (True, False):
+        conn = connect(str(tmp_path / "x.db"), writer=writer)
+        try:
+            assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        finally:
+            conn.close()
+
+
+def test_a_write_waits_for_another_process_lock(tmp_path: Path) -> None:
+    path = str(tmp_path / "x.db")
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    mine = connect(path, writer=True)
     try:
-        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-        assert conn.execute("PRAGMA busy_timeout").fetchone()[0] > 0
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            begin_immediate(mine, wait_s=0.05)
+        threading.Timer(0.1, other.execute, ("COMMIT",)).start()
+        started = time.monotonic()
+        begin_immediate(mine, wait_s=5)
+        assert 0.05 < time.monotonic() - started < 2
+        mine.execute("COMMIT")
     finally:
-        conn.close()
+        other.close()
+        mine.close()
 
 
 async def test_data_survives_close_and_reopen(tmp_path: Path, records: Records) -> None:

@@ -34,6 +34,9 @@ from hie.store.query import (
     UriMatch,
 )
 from hie.store.sqlite import SQLiteStore, compile_count, compile_search
+from hie.store.sqlite.compile import Driver, compile_probes
+from hie.store.sqlite.planner import PROBE_CAP
+from hie.store.sqlite.records import history_statements, read_many_sql
 
 RESTRICTED = Restriction(sources=frozenset({"org-a", "org-b"}),
                          hidden_labels=frozenset({"HIV", "PSY"}))
@@ -81,6 +84,8 @@ def cases() -> Iterator[tuple[str, SearchQuery]]:
     yield "chain", q("Observation", ChainMatch(
         "subject", "Patient", TokenMatch("identifier", "110", "urn:id")), restriction=RESTRICTED)
     yield "chain to _id", q("Observation", ChainMatch("subject", "Patient", IdMatch(("1",))))
+    yield "chain as a filter", q("Observation", IdMatch(("o1",)), ChainMatch(
+        "subject", "Patient", TokenMatch("identifier", "110", "urn:id")), restriction=RESTRICTED)
     yield "chain to :not", q("Observation", ChainMatch(
         "subject", "Patient", TokenMatch("active", "false", negate=True)))
     yield "restriction", q("Observation", TokenMatch("code", "x"), restriction=RESTRICTED)
@@ -124,20 +129,37 @@ def scans(details: list[str]) -> list[str]:
     return [d for d in details if d.startswith("SCAN")]
 
 
+def drivers(query: SearchQuery) -> list[Driver]:
+    """Every way the store may drive ``query``: the rank heuristic, each
+    condition the planner may pick, and the type-index walk."""
+    return ["rank", "walk", *[p.position for p in compile_probes(query)]]
+
+
 @pytest.mark.parametrize(("name", "query"), CASES, ids=[name for name, _ in CASES])
 def test_search_uses_indexes_only(db: sqlite3.Connection, name: str, query: SearchQuery) -> None:
-    for cursor, snapshot in ((None, None), (Cursor(after_seq=10, offset=5), 100)):
-        statement = compile_search(query, limit=51, cursor=cursor, snapshot_seq=snapshot)
-        details = plan(db, statement.sql, statement.params)
-        assert not scans(details), f"{name}: {details}"
-        assert any(d.startswith("SEARCH") for d in details), details
+    for driver in drivers(query):
+        for cursor, snapshot in ((None, None), (Cursor(after_seq=10, offset=5), 100)):
+            statement = compile_search(query, limit=51, cursor=cursor, snapshot_seq=snapshot,
+                                       driver=driver)
+            details = plan(db, statement.sql, statement.params)
+            assert not scans(details), f"{name}, driven by {driver}: {details}"
+            assert any(d.startswith("SEARCH") for d in details), details
 
 
 @pytest.mark.parametrize(("name", "query"), CASES, ids=[name for name, _ in CASES])
 def test_count_uses_indexes_only(db: sqlite3.Connection, name: str, query: SearchQuery) -> None:
-    statement = compile_count(query)
-    details = plan(db, statement.sql, statement.params)
-    assert not scans(details), f"{name}: {details}"
+    for driver in drivers(query):
+        statement = compile_count(query, driver=driver)
+        details = plan(db, statement.sql, statement.params)
+        assert not scans(details), f"{name}, driven by {driver}: {details}"
+
+
+@pytest.mark.parametrize(("name", "query"), CASES, ids=[name for name, _ in CASES])
+def test_planner_probes_use_indexes_only(db: sqlite3.Connection, name: str,
+                                         query: SearchQuery) -> None:
+    for probe in compile_probes(query, after_seq=3):
+        details = plan(db, probe.statement.sql, probe.run_params(PROBE_CAP))
+        assert not scans([d for d in details if not d.startswith("SCAN (subquery")]), details
 
 
 def test_selective_condition_drives_the_search(db: sqlite3.Connection) -> None:
@@ -154,6 +176,29 @@ def test_selective_condition_drives_the_search(db: sqlite3.Connection) -> None:
     assert any("idx_token_seq (seq=? AND param=?)" in d for d in details)
     # default order is the driver's seq order: no sort step
     assert not any("TEMP B-TREE" in d for d in details)
+
+
+def test_read_many_uses_the_key_index(db: sqlite3.Connection) -> None:
+    details = plan(db, read_many_sql(300), ("Observation", *[f"o{i}" for i in range(300)]))
+    assert not scans(details), details
+    assert any("resources_key (type=? AND id=?)" in d for d in details), details
+
+
+@pytest.mark.parametrize("scope", [
+    {"resource_type": "Observation", "id": "o1"},
+    {"resource_type": "Observation"},
+    {"resource_type": "Observation", "since": DATE_MIN, "before": DATE_MAX},
+    {"since": DATE_MIN},
+    {"since": DATE_MIN, "before": DATE_MAX},
+])
+def test_history_uses_indexes_without_sorting(db: sqlite3.Connection, scope: dict) -> None:
+    page, count = history_statements(**{"resource_type": None, "id": None, "since": None,
+                                        "before": None, **scope},
+                                     limit=50, offset=0, restriction=RESTRICTED)
+    for statement in (page, count):
+        details = plan(db, statement.sql, statement.params)
+        assert not scans(details), details
+        assert not any("TEMP B-TREE" in d for d in details), details
 
 
 def test_detector_catches_a_table_scan(db: sqlite3.Connection) -> None:

@@ -68,6 +68,8 @@ async def everything(store: Store, *, patient_id: str, params: list[tuple[str, s
         page = await store.search(queries[position], limit=count - len(entries),
                                   cursor=Cursor(after_seq=after))
         entries += [search_entry(options.base, r, "match") for r in page.resources]
+        if options.seen is not None:
+            options.seen(page.resources)
         if page.next is not None:
             after = page.next.after_seq
         else:

@@ -8,11 +8,14 @@ supported condition, sort, count and restriction is answered from indexes
 PLAN``).
 
 Modules: :mod:`.schema` (tables, versioned upgrades, connection settings),
-:mod:`.conditions` and :mod:`.compile` (``SearchQuery`` → SQL), :mod:`.records`
-(reading and writing versions on a connection), :mod:`.store` (the async store).
+:mod:`.conditions` and :mod:`.compile` (``SearchQuery`` → SQL), :mod:`.planner`
+(which condition drives, by probing), :mod:`.records` and :mod:`.writes`
+(reading and writing versions on a connection), :mod:`.store` (the async store:
+threads, transactions).
 """
 
-from hie.store.sqlite.compile import Statement, compile_count, compile_search
+from hie.store.sqlite.compile import Statement, compile_count, compile_probes, compile_search
 from hie.store.sqlite.store import SQLiteStore, SQLiteTransaction
 
-__all__ = ["SQLiteStore", "SQLiteTransaction", "Statement", "compile_count", "compile_search"]
+__all__ = ["SQLiteStore", "SQLiteTransaction", "Statement", "compile_count", "compile_probes",
+           "compile_search"]

@@ -25,10 +25,17 @@ Layout (see :mod:`hie.store.sqlite` for why):
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
-#: How long a connection waits for another process's write lock (ms).
+#: How long a reader waits when the file is locked (ms; in WAL mode only while
+#: another process recovers the WAL after a crash).
 BUSY_TIMEOUT_MS = 10_000
+#: How long a write waits for another process's write lock (s).
+LOCK_WAIT_S = 30.0
+
+T = TypeVar("T")
 
 #: The index tables, in the order of their bit in ``resources.kinds``.
 INDEX_KINDS: tuple[str, ...] = (
@@ -128,14 +135,17 @@ def connect(path: str, *, writer: bool) -> sqlite3.Connection:
     """Open one connection with the settings every connection needs.
 
     Autocommit mode (``isolation_level=None``): the store issues ``BEGIN
-    IMMEDIATE`` itself, so the write lock is taken before the first read of a
-    transaction and a read-then-write can never fail to upgrade.
-    ``check_same_thread=False`` because a connection is used from one executor
-    thread at a time, not always the thread that made it.
+    IMMEDIATE`` itself (:func:`begin_immediate`), so the write lock is taken
+    before the first read of a transaction and a read-then-write can never
+    fail to upgrade. ``check_same_thread=False`` because a connection is used
+    from one executor thread at a time, not always the thread that made it.
+    The writer has no busy timeout: :func:`begin_immediate` waits for the lock
+    itself.
     """
+    timeout_ms = 0 if writer else BUSY_TIMEOUT_MS
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
-                           timeout=BUSY_TIMEOUT_MS / 1000)
-    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                           timeout=timeout_ms / 1000)
+    conn.execute(f"PRAGMA busy_timeout = {timeout_ms}")
     # FULL: a commit is on disk (WAL fsynced) before the write is acknowledged.
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA temp_store = MEMORY")
@@ -147,16 +157,44 @@ def connect(path: str, *, writer: bool) -> sqlite3.Connection:
     return conn
 
 
+def is_busy(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite saying another connection holds a lock."""
+    return isinstance(exc, sqlite3.OperationalError) and (
+        "locked" in str(exc) or "busy" in str(exc))
+
+
+def begin_immediate(conn: sqlite3.Connection, wait_s: float = LOCK_WAIT_S) -> None:
+    """``BEGIN IMMEDIATE``, polling every millisecond or two while another
+    process holds the write lock.
+
+    SQLite's own busy handler sleeps up to 100 ms between tries, so a waiting
+    worker sleeps through most moments the lock is free and two workers write
+    hardly faster than one; short polls keep the lock in use. Raises the busy
+    error after ``wait_s``.
+    """
+    deadline = time.monotonic() + wait_s
+    delay = 0.0002
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.002)
+
+
 def ensure_schema(conn: sqlite3.Connection) -> int:
     """Switch to WAL and create or upgrade the schema; return its version.
 
     Raises ``RuntimeError`` for a file written by a newer version of the code
     rather than guessing at a layout it does not know.
     """
-    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    mode = _retry_busy(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
     if str(mode).lower() != "wal":
         raise RuntimeError(f"SQLite refused WAL mode (journal_mode={mode})")
-    conn.execute("BEGIN IMMEDIATE")
+    begin_immediate(conn)
     try:
         current = conn.execute("PRAGMA user_version").fetchone()[0]
         if current > SCHEMA_VERSION:
@@ -171,3 +209,16 @@ def ensure_schema(conn: sqlite3.Connection) -> int:
         conn.execute("ROLLBACK")
         raise
     return SCHEMA_VERSION
+
+
+def _retry_busy(func: Callable[[], T]) -> T:
+    """Run ``func`` until it stops failing with a busy error (another process
+    switching a fresh file to WAL at the same moment)."""
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            return func()
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)

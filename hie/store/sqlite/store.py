@@ -7,9 +7,9 @@ Threads, not the event loop, touch SQLite:
   each transaction starts with ``BEGIN IMMEDIATE``, which takes SQLite's write
   lock at once. So a transaction holds the write lock for the whole of ``fn``,
   across this process (the asyncio lock) and other processes sharing the file
-  (SQLite's lock, waited for by ``busy_timeout``): a conditional create's
-  search-then-create cannot interleave with another, and ``lock(key)`` has
-  nothing left to do.
+  (SQLite's lock, waited for by :func:`~.schema.begin_immediate`): a
+  conditional create's search-then-create cannot interleave with another, and
+  ``lock(key)`` has nothing left to do.
 * a small pool of **reader** connections in their own executor. In WAL mode
   readers never wait for the writer and see the last committed state.
 """
@@ -35,18 +35,14 @@ from hie.store.base import (
 from hie.store.query import Cursor, Page, Restriction, SearchQuery
 from hie.store.sqlite import records, writes
 from hie.store.sqlite.compile import compile_count, compile_search
-from hie.store.sqlite.schema import connect, ensure_schema
+from hie.store.sqlite.planner import choose_driver
+from hie.store.sqlite.schema import begin_immediate, connect, ensure_schema, is_busy
 
 T = TypeVar("T")
 
-#: How often a transaction is retried when another process keeps the write
-#: lock past ``busy_timeout`` (each try waits up to that long).
-BUSY_RETRIES = 6
-
-
-def _is_busy(exc: BaseException) -> bool:
-    return isinstance(exc, sqlite3.OperationalError) and (
-        "locked" in str(exc) or "busy" in str(exc))
+#: How often a transaction is re-run when a statement inside it (or the
+#: commit) finds the file busy — rare in WAL mode once the write lock is held.
+BUSY_RETRIES = 5
 
 
 class SQLiteStore:
@@ -97,18 +93,23 @@ class SQLiteStore:
             self._idle.put(conn)
 
     async def close(self) -> None:
-        """Close every connection (waiting for work already queued) and stop
-        the threads."""
+        """Close every connection once the work already started on it is done,
+        and stop the threads."""
         if self._write_exec is None or self._read_exec is None:
             return
         async with self._write_lock:
             if self._writer is not None:
                 await self._on_writer(self._writer.close)
                 self._writer = None
-            for conn in self._readers:
-                await self._on_reader_thread(conn.close)
-            self._readers.clear()
-            self._idle = queue.SimpleQueue()
+            readers, self._readers = self._readers, []
+
+            def close_readers() -> None:
+                # each connection is taken back from the idle queue first, so
+                # one still serving a read is closed only after that read
+                for _ in readers:
+                    self._idle.get().close()
+
+            await self._on_reader_thread(close_readers)
             self._write_exec.shutdown(wait=False)
             self._read_exec.shutdown(wait=False)
             self._write_exec = self._read_exec = None
@@ -125,8 +126,8 @@ class SQLiteStore:
         """Run ``fn`` holding the write lock; commit, or roll back and re-raise.
 
         ``fn`` is re-run (after a rollback) only when SQLite reports the file
-        busy beyond ``busy_timeout``, i.e. another process held the lock. Do
-        not call ``transact`` from inside ``fn``: it would wait for itself.
+        busy inside the transaction. Do not call ``transact`` from inside
+        ``fn``: it would wait for itself.
         """
         async with self._write_lock:
             for attempt in range(BUSY_RETRIES):
@@ -140,9 +141,9 @@ class SQLiteStore:
                     # shielded: a cancelled request must still release the lock;
                     # the single writer thread runs it before any later BEGIN
                     await asyncio.shield(self._on_writer(self._rollback))
-                    if _is_busy(exc) and attempt + 1 < BUSY_RETRIES:
+                    if is_busy(exc) and attempt + 1 < BUSY_RETRIES:
                         continue
-                    if _is_busy(exc):
+                    if is_busy(exc):
                         raise StoreUnavailable("the store file stayed locked") from exc
                     raise
                 finally:
@@ -151,13 +152,14 @@ class SQLiteStore:
 
     def _begin(self) -> None:
         conn = self._writer_conn()
-        for attempt in range(BUSY_RETRIES):
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc) or attempt + 1 == BUSY_RETRIES:
-                    raise StoreUnavailable(f"cannot start a write: {exc}") from exc
+        if conn.in_transaction:
+            # left by a transact() cancelled while its BEGIN was queued: nobody
+            # owns it any more (the asyncio lock was released), so drop it
+            conn.execute("ROLLBACK")
+        try:
+            begin_immediate(conn)
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"cannot start a write: {exc}") from exc
 
     def _commit(self) -> None:
         self._writer_conn().execute("COMMIT")
@@ -189,12 +191,15 @@ class SQLiteStore:
         cursor = cursor or Cursor()
 
         def run(conn: sqlite3.Connection) -> tuple[list[StoredResource], int | None]:
+            if not query.sort:
+                return _page(conn, query, limit + 1, cursor), None
             snapshot = cursor.snapshot_seq
-            if query.sort and snapshot is None:
+            if snapshot is None:
                 snapshot = _max_seq(conn)
+            driver = choose_driver(conn, query, walk=False, max_seq=snapshot)
             statement = compile_search(query, limit=limit + 1, cursor=cursor,
-                                       snapshot_seq=snapshot if query.sort else None)
-            return records.fetch_page(conn, statement), snapshot if query.sort else None
+                                       snapshot_seq=snapshot, driver=driver)
+            return records.fetch_page(conn, statement), snapshot
 
         rows, snapshot = await self._read(run)
         page = Page(resources=rows[:limit], snapshot_seq=snapshot)
@@ -206,9 +211,11 @@ class SQLiteStore:
         return page
 
     async def count(self, query: SearchQuery) -> int:
-        statement = compile_count(query)
-        return await self._read(
-            lambda conn: conn.execute(statement.sql, statement.params).fetchone()[0])
+        def run(conn: sqlite3.Connection) -> int:
+            statement = compile_count(query, driver=choose_driver(conn, query, walk=False))
+            return conn.execute(statement.sql, statement.params).fetchone()[0]
+
+        return await self._read(run)
 
     async def history(
         self, *, resource_type: str | None = None, id: str | None = None,
@@ -269,10 +276,8 @@ class SQLiteTransaction:
     async def search_keys(self, query: SearchQuery, limit: int) -> list[tuple[str, str]]:
         if limit < 1:
             return []
-        statement = compile_search(query, limit=limit)
-        rows = await self._run(lambda conn: conn.execute(statement.sql,
-                                                         statement.params).fetchall())
-        return [(row[1], row[2]) for row in rows]
+        rows = await self._run(lambda conn: _page(conn, query, limit, Cursor()))
+        return [(row.resource_type, row.id) for row in rows]
 
     async def lock(self, key: str) -> None:
         """Nothing to do: the transaction already holds the store's write lock."""
@@ -289,6 +294,14 @@ class SQLiteTransaction:
         self._check()
         return await self._store._on_writer(
             lambda: func(self._store._writer_conn(), *args))
+
+
+def _page(conn: sqlite3.Connection, query: SearchQuery, limit: int,
+          cursor: Cursor) -> list[StoredResource]:
+    """Up to ``limit`` matches of an unsorted ``query`` after ``cursor``."""
+    driver = choose_driver(conn, query, walk=True, after_seq=cursor.after_seq)
+    return records.fetch_page(conn, compile_search(query, limit=limit, cursor=cursor,
+                                                   driver=driver))
 
 
 def _max_seq(conn: sqlite3.Connection) -> int:
