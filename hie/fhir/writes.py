@@ -30,6 +30,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
+from consent.labels import apply_labels
 from hie.context import RequestContext
 from hie.fhir import tenancy
 from hie.fhir.outcome import FhirError, Issue, bad_request, precondition_failed
@@ -235,6 +236,7 @@ async def _make_plan(reader: Reader, ctx: RequestContext, entries: list[WriteEnt
         assert resource is not None
         if urls or _has_special_refs(resource):
             await _rewrite_references(reader, ctx, plan, resource, urls, entry.where)
+        apply_labels(resource)  # sensitivity labels derived from the codes
         body = _finish(resource, id_, version, stamp, ctx)
         plan.records.append(WriteRecord(entry.resource_type, id_, version, stamp, body,
                                         source=ctx.source, index=extract(resource)))

@@ -217,7 +217,10 @@ async def link_patient(tx: Transaction, *, patient: dict[str, Any], source: str 
     resident = resident_of(patient, system=settings.resident_id_system,
                            key=identity_key(settings))
     blocking = blocking_keys(demo)
-    existing = await load_link(tx, pid)
+    stored = await tx.read(LINK, pid)
+    existing = LinkDoc.load(stored) if stored is not None else None
+    base = stored.version if stored is not None else 0  # a tombstone counts too
+    inc = _Incoming(pid, source, demo, blocking, resident, existing, base)
     if existing is not None and existing.demographics == demo \
             and existing.resident == resident.key and existing.source == source:
         return LinkResult(pid, existing.person_id, "unchanged", existing.score)
@@ -227,9 +230,8 @@ async def link_patient(tx: Transaction, *, patient: dict[str, Any], source: str 
     for k in blocking:  # MongoDB: serialise matching of look-alikes
         await tx.lock(f"identity:block:{k}")
     if existing is not None and existing.pinned:
-        return await _place(tx, pid, source, demo, blocking, resident, existing,
-                            existing.person_id, existing.method, existing.score, reasons,
-                            stamp, kept=True)
+        return await _place(tx, inc, existing.person_id, existing.method, existing.score,
+                            reasons, stamp, kept=True)
     if resident.key is not None:
         await tx.lock(f"identity:resident:{resident.key}")
         found = await tx.search_keys(token_query(PERSON, "resident", resident.key), 2)
@@ -243,12 +245,10 @@ async def link_patient(tx: Transaction, *, patient: dict[str, Any], source: str 
             if others:
                 reasons.append(f"the same hospital has another Patient of this person "
                                f"(Patient/{others[0]})")
-            return await _place(tx, pid, source, demo, blocking, resident, existing, person.id,
-                                "resident-id", None, reasons, stamp)
+            return await _place(tx, inc, person.id, "resident-id", None, reasons, stamp)
     if existing is not None:
-        return await _place(tx, pid, source, demo, blocking, resident, existing,
-                            existing.person_id, existing.method, existing.score, reasons,
-                            stamp, kept=True)
+        return await _place(tx, inc, existing.person_id, existing.method, existing.score,
+                            reasons, stamp, kept=True)
 
     candidates = await _candidates(tx, pid, demo, blocking, resident, policy)
     best = candidates[0] if candidates else None
@@ -261,11 +261,23 @@ async def link_patient(tx: Transaction, *, patient: dict[str, Any], source: str 
         elif any(m.source == source for p, m in person.members.items() if p != pid):
             reasons.append("the same hospital already has a record of the best match: review")
         else:
-            return await _place(tx, pid, source, demo, blocking, resident, None, person.id,
-                                "score", best.score, reasons, stamp)
+            return await _place(tx, inc, person.id, "score", best.score, reasons, stamp)
     review = [c for c in candidates if c.score >= policy.review][:MAX_REVIEW_CANDIDATES]
-    return await _place(tx, pid, source, demo, blocking, resident, None, None, "new",
-                        best.score if best else None, reasons, stamp, review=review)
+    return await _place(tx, inc, None, "new", best.score if best else None, reasons, stamp,
+                        review=review)
+
+
+@dataclass(frozen=True, slots=True)
+class _Incoming:
+    """The Patient being linked, and its link as stored before."""
+
+    pid: str
+    source: str | None
+    demo: Demographics
+    blocking: list[str]
+    resident: Resident
+    existing: LinkDoc | None
+    base_version: int  # the stored link's version (a tombstone's too), 0: none
 
 
 async def _candidates(tx: Transaction, pid: str, demo: Demographics, blocking: list[str],
@@ -292,12 +304,11 @@ async def _candidates(tx: Transaction, pid: str, demo: Demographics, blocking: l
     return sorted(best.values(), key=lambda c: (-c.score, c.person_id))
 
 
-async def _place(tx: Transaction, pid: str, source: str | None, demo: Demographics,
-                 blocking: list[str], resident: Resident, existing: LinkDoc | None,
-                 person_id: str | None, method: Any, link_score: float | None,
-                 reasons: list[str], stamp: str, *, kept: bool = False,
-                 review: list[Candidate] | None = None) -> LinkResult:
+async def _place(tx: Transaction, inc: _Incoming, person_id: str | None, method: Any,
+                 link_score: float | None, reasons: list[str], stamp: str, *,
+                 kept: bool = False, review: list[Candidate] | None = None) -> LinkResult:
     """Write the link, the person(s) and any review item; return the result."""
+    pid, source, resident, existing = inc.pid, inc.source, inc.resident, inc.existing
     previous = existing.person_id if existing is not None else None
     person = await load_person(tx, person_id) if person_id is not None else None
     if person is None:
@@ -310,11 +321,11 @@ async def _place(tx: Transaction, pid: str, source: str | None, demo: Demographi
     member = person.members.get(pid)
     person.members[pid] = Member(source, resident.key, member.trusted if member else True)
     await tx.put(person.record(stamp))
-    link = LinkDoc(pid, person.id, source, method, demo, blocking, resident.key,
+    link = LinkDoc(pid, person.id, source, method, inc.demo, inc.blocking, resident.key,
                    resident.status, link_score, reasons,
                    pinned=existing.pinned if existing else False,
                    replaced_by=existing.replaced_by if existing else None,
-                   version=existing.version if existing else 0)
+                   version=inc.base_version)
     await tx.put(link.record(stamp))
     events: list[LinkEvent] = []
     if previous != person.id:

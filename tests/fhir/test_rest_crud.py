@@ -176,3 +176,19 @@ async def test_body_naming_another_source_is_refused(client: httpx.AsyncClient):
     assert (await client.get(f"{FHIR}/Patient", params={"_summary": "count"})).json()["total"] == 0
     own = patient() | {"meta": {"source": "urn:hie:organization:local"}}
     assert (await client.post(f"{FHIR}/Patient", json=own)).status_code == 201
+
+
+async def test_sensitivity_labels_are_derived_at_ingest(client: httpx.AsyncClient):
+    created = (await create(client, patient())).json()
+    depression = {"resourceType": "Condition",
+                  "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10",
+                                       "code": "F32.1"}]},
+                  "subject": {"reference": f"Patient/{created['id']}"}}
+    stored = (await create(client, depression)).json()
+    labels = {(c["system"], c["code"]) for c in stored["meta"]["security"]}
+    assert ("http://terminology.hl7.org/CodeSystem/v3-ActCode", "PSY") in labels
+    found = await client.get(f"{FHIR}/Condition", params={"_security": "PSY"})
+    assert [e["resource"]["id"] for e in found.json()["entry"]] == [stored["id"]]
+    hypertension = (await create(client, {**depression, "code": {"coding": [{
+        "system": "http://hl7.org/fhir/sid/icd-10", "code": "I10"}]}})).json()
+    assert "security" not in hypertension["meta"]

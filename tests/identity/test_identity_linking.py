@@ -207,3 +207,19 @@ async def test_deleting_a_patient_removes_it_from_its_person(store: Store, push:
     assert events[0].action == "unlink"
     assert await linked_patient_ids(store, a.patient_id) == [a.patient_id]
     assert await person_id_of(store, b.patient_id) is None
+
+
+async def test_a_deleted_patient_pushed_again_is_linked_again(store: Store, push: Pusher) -> None:
+    number = make_rid()
+    a = await push(patient(rid=number), "org-a")
+    p = patient(rid=number, hospital="b")
+    b = await push(p, "org-b")
+
+    async def run(tx: Transaction) -> list:
+        return await forget_patient(tx, patient_id=b.patient_id)
+
+    await store.transact(run)
+    again = await push(p, "org-b")
+    assert again.person_id == a.person_id and again.method == "resident-id"
+    assert sorted(await linked_patient_ids(store, a.patient_id)) == \
+        sorted([a.patient_id, b.patient_id])
