@@ -25,6 +25,7 @@ from hie.auth.router import router as auth_router
 from hie.auth.router import smart_router
 from hie.auth.tokens import TokenService
 from hie.config import Settings, get_settings
+from hie.fhir.access import AccessAuditMiddleware
 from hie.fhir.router import router as fhir_router
 from hie.limits import BodySizeLimit
 from hie.metering.counters import MeteringMiddleware, UsageMeter
@@ -69,6 +70,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin_router)
     app.include_router(usage_router(require_role(ROLE_ADMIN)))
     app.include_router(fhir_router)
+    # innermost first: the access audit notes what was read before metering counts it
+    app.add_middleware(AccessAuditMiddleware)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
                        too_large=errors.too_large_app)
     app.add_middleware(MeteringMiddleware)

@@ -15,7 +15,6 @@ from fastapi import Depends, Request
 
 from hie.audit.fhir import AUDIT_SOURCE
 from hie.audit.writes import write_hook
-from hie.auth.context import AuthContext
 from hie.auth.dependencies import authenticate
 from hie.config import Settings
 from hie.context import RequestContext, organization_source
@@ -30,26 +29,25 @@ from hie.store.query import Restriction
 REGISTRY_SOURCE = organization_source("exchange")
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
     """The settings the app was built with."""
     return request.app.state.settings
 
 
-def get_store(request: Request) -> Store:
+async def get_store(request: Request) -> Store:
     """The process-wide store opened at start-up."""
     return request.app.state.store
 
 
-async def get_context(request: Request,
-                      ctx: AuthContext = Depends(authenticate)) -> RequestContext:
+async def get_context(request: Request) -> RequestContext:
     """Who is calling, from the access token (401 without a valid one); the
     request is charged to the caller's organisation."""
+    ctx = await authenticate(request)
     note_usage(request, organization=ctx.organization)
     return ctx
 
 
-def get_restriction(request: Request,
-                    ctx: RequestContext = Depends(get_context)) -> Restriction | None:
+def restriction_for(request: Request, ctx: RequestContext) -> Restriction:
     """What the caller may see: the records its own organisation wrote and the
     registry's directory. Privacy officers read the audit trail instead.
 
@@ -63,7 +61,13 @@ def get_restriction(request: Request,
     return Restriction(sources=frozenset({ctx.source, REGISTRY_SOURCE}))
 
 
-def get_write_hooks(request: Request) -> Sequence[WriteHook]:
+async def get_restriction(request: Request,
+                          ctx: RequestContext = Depends(get_context)) -> Restriction:
+    """:func:`restriction_for` the caller, as a dependency."""
+    return restriction_for(request, ctx)
+
+
+async def get_write_hooks(request: Request) -> Sequence[WriteHook]:
     """What must commit with every write: the app's hooks and the audit record."""
     request_id = request.headers.get("x-request-id")
     return [*request.app.state.write_hooks, write_hook(request_id=request_id)]

@@ -11,6 +11,7 @@ and as problem JSON elsewhere. :func:`require` and :func:`require_role` are the
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import Depends, Request
 from starlette.exceptions import HTTPException
@@ -22,14 +23,21 @@ from hie.fhir.outcome import FhirError, Issue
 
 _CHALLENGE = 'Bearer realm="hie"'
 _MAX_TOKEN = 8192
+#: Where the caller built from a token's claims is kept, beside the cached claims.
+_CONTEXT_KEY = "__hie_context__"
 
 
-def get_tokens(request: Request) -> TokenService:
+def tokens_of(app: Any) -> TokenService:
     """The process's token service (made on first use, so a bare app works)."""
-    tokens = getattr(request.app.state, "tokens", None)
+    tokens = getattr(app.state, "tokens", None)
     if tokens is None:
-        tokens = request.app.state.tokens = TokenService(request.app.state.settings)
+        tokens = app.state.tokens = TokenService(app.state.settings)
     return tokens
+
+
+async def get_tokens(request: Request) -> TokenService:
+    """The token service, as a dependency."""
+    return tokens_of(request.app)
 
 
 def _unauthorized(message: str, error: str | None = None) -> HTTPException:
@@ -53,9 +61,13 @@ def context_from_claims(claims: dict) -> AuthContext:
                        client_id=claims.get("client_id"), token_id=claims.get("jti"))
 
 
-async def authenticate(request: Request,
-                       tokens: TokenService = Depends(get_tokens)) -> AuthContext:
-    """The caller of this request, from ``Authorization: Bearer <access token>``."""
+async def authenticate(request: Request) -> AuthContext:
+    """The caller of this request, from ``Authorization: Bearer <access token>``.
+
+    A dependency with no sub-dependencies on purpose: it runs on every request,
+    and each FastAPI dependency level costs more than the token check itself
+    (verified tokens are cached)."""
+    tokens = tokens_of(request.app)
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if not header:
@@ -67,7 +79,12 @@ async def authenticate(request: Request,
         claims = tokens.verify(token.strip())
     except InvalidToken as exc:
         raise _unauthorized(f"The access token was refused: {exc}", "invalid_token") from None
-    return context_from_claims(claims)
+    # The verified claims are cached per token by the token service; keep the
+    # caller built from them beside them, so a token's scopes are parsed once.
+    ctx = claims.get(_CONTEXT_KEY)
+    if ctx is None:
+        ctx = claims[_CONTEXT_KEY] = context_from_claims(claims)
+    return ctx
 
 
 def require(ctx: object, resource_type: str, interaction: str) -> None:

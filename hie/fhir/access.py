@@ -1,11 +1,17 @@
-"""The record of every FHIR read: audit (permit and deny) and metering.
+"""The record of every FHIR read: who asked, what they may see, and the audit
+entry (permit and deny) and metering that follow.
 
-A route takes an :class:`Access` (a FastAPI dependency with ``yield``), tells it
-what was asked and what was returned (``access.saw(records)``), and the
-dependency writes one audit record when the route finishes — ``permit`` with
-the patients whose records were returned, or ``deny``/``error`` with the status
-when the route raised. A refusal that answers "not found" (the caller may not
-see the resource, or it does not exist: the same answer) is a ``deny``.
+:func:`access` is the one dependency of a read route: it authenticates the
+caller, works out the restriction that applies, and returns an :class:`Access`
+note the route fills in (``note.saw(records)``). :class:`AccessAuditMiddleware`
+writes the audit record once the response is sent — ``permit`` with the
+patients whose records were returned, or ``deny``/``error`` with the status.
+A refusal that answers "not found" (the caller may not see the resource, or it
+does not exist: the same answer) is a ``deny``.
+
+One dependency and a middleware rather than a chain of dependencies and a
+``yield``: a read is the hot path, and each FastAPI dependency level costs
+more than the checks it runs (see ``benchmarks/bench_trust.py``).
 
 Patients are named by their ``Patient/…`` references, read from the returned
 resources' patient-compartment references, so the patient's portal can list
@@ -14,55 +20,66 @@ who saw which of their records.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import orjson
-from fastapi import Depends, Request
+from fastapi import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hie.audit.model import AuditRecord, from_context
+from hie.config import Settings
 from hie.context import RequestContext
-from hie.dependencies import get_context
-from hie.fhir.outcome import FhirError
+from hie.dependencies import get_context, restriction_for
 from hie.fhir.search.extract import reference_values
 from hie.metering.counters import note_usage
-from hie.store.base import StoredResource
+from hie.store.base import Store, StoredResource
+from hie.store.query import Restriction
 from schemas.search_parameters import PATIENT_COMPARTMENT
 
-#: Most patient references one audit record lists (a large search page names
-#: its count and query; its first patients are enough to find it).
-MAX_PATIENTS = 200
+#: Most resources and patients one audit record lists (a large search page names
+#: its count and query; its first resources are enough to find it).
+MAX_LISTED = 200
+#: Where the note lives in the request's ASGI state.
+STATE_KEY = "hie.access"
 
 
 @dataclass(slots=True)
 class Access:
-    """What one read request asked for and got."""
+    """What one read request is, may see, and got."""
 
     ctx: RequestContext
+    restriction: Restriction
+    store: Store
+    settings: Settings
     interaction: str = "read"
     resource_type: str | None = None
     query: str | None = None
     ids: list[str] = field(default_factory=list)
-    patients: dict[str, None] = field(default_factory=dict)  # ordered set
+    returned: list[StoredResource] = field(default_factory=list)
     count: int = 0
 
     def saw(self, records: Iterable[StoredResource]) -> None:
-        """Note resources returned to the caller."""
+        """Note resources returned to the caller (their patients are read later,
+        off the request path)."""
         for rec in records:
             self.count += 1
-            if len(self.ids) < MAX_PATIENTS:
-                self.ids.append(f"{rec.resource_type}/{rec.id}")
-            if len(self.patients) < MAX_PATIENTS and not rec.deleted:
-                for ref in patient_refs(rec):
-                    self.patients[ref] = None
+            if len(self.returned) < MAX_LISTED:
+                self.returned.append(rec)
 
     def record(self, outcome: str, status: int) -> AuditRecord:
         """The audit record of this access."""
+        ids = list(self.ids) if not self.returned else [
+            f"{r.resource_type}/{r.id}" for r in self.returned]
+        patients: dict[str, None] = {}
+        for rec in self.returned:
+            if not rec.deleted:
+                patients.update(dict.fromkeys(patient_refs(rec)))
         return from_context(self.ctx, interaction=self.interaction,  # type: ignore[arg-type]
                             outcome=outcome, status=status,
-                            patient_refs=tuple(self.patients),
+                            patient_refs=tuple(list(patients)[:MAX_LISTED]),
                             resource_type=self.resource_type,
-                            resource_ids=tuple(self.ids), query=self.query,
+                            resource_ids=tuple(ids[:MAX_LISTED]), query=self.query,
                             count=self.count)
 
 
@@ -81,20 +98,52 @@ def patient_refs(rec: StoredResource) -> list[str]:
     return out
 
 
-async def access(request: Request,
-                 ctx: RequestContext = Depends(get_context)) -> AsyncIterator[Access]:
-    """Yield the request's :class:`Access`; audit and meter it when the route ends."""
-    note = Access(ctx=ctx, resource_type=request.path_params.get("resource_type"),
+async def access(request: Request) -> Access:
+    """Authenticate the caller and open the request's :class:`Access` note."""
+    ctx = await get_context(request)
+    state = request.app.state
+    note = Access(ctx=ctx, restriction=restriction_for(request, ctx), store=state.store,
+                  settings=state.settings,
+                  resource_type=request.path_params.get("resource_type"),
                   query=request.url.query or None)
-    log = getattr(request.app.state, "audit_log", None)
-    try:
-        yield note
-    except FhirError as exc:
-        if log is not None:
-            outcome = "deny" if exc.status in (401, 403, 404, 410) else "error"
-            await log.record(note.record(outcome, exc.status))
-        raise
-    else:
-        note_usage(request, resources_read=note.count)
-        if log is not None:
-            await log.record(note.record("permit", 200))
+    request.scope.setdefault("state", {})[STATE_KEY] = note
+    return note
+
+
+def outcome_of(status: int) -> str:
+    """How an answer's status reads as an access decision."""
+    if status < 400:
+        return "permit"
+    return "deny" if status in (401, 403, 404, 410) else "error"
+
+
+class AccessAuditMiddleware:
+    """After each request that opened an :class:`Access`, meter what it read
+    and queue its audit record (the batched, hash-chained log)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            note: Access | None = scope.get("state", {}).get(STATE_KEY)
+            if note is not None:
+                outcome = outcome_of(status)
+                if outcome == "permit":
+                    note_usage(Request(scope), resources_read=note.count)
+                log = getattr(scope["app"].state, "audit_log", None)
+                if log is not None:
+                    await log.record(note.record(outcome, status))

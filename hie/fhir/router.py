@@ -10,7 +10,7 @@ identity links) into their transaction. Errors are raised as
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
@@ -21,7 +21,6 @@ from hie.config import Settings
 from hie.context import RequestContext
 from hie.dependencies import (
     get_context,
-    get_restriction,
     get_settings_dep,
     get_store,
     get_write_hooks,
@@ -35,20 +34,28 @@ from hie.fhir.validate import check_type, parse_resource
 from hie.fhir.writes import EntryResult, WriteHook
 from hie.metering.counters import note_usage
 from hie.store.base import Store
-from hie.store.query import Restriction
 from schemas.resource_types import RESOURCE_TYPES
 
 router = APIRouter(prefix="/fhir", tags=["FHIR R4"])
 
 
-def _options(request: Request, settings: Settings, restriction: Restriction | None,
-             seen: Access | None = None) -> searching.SearchOptions:
+def _options(request: Request, note: Access) -> searching.SearchOptions:
+    settings = note.settings
     return searching.SearchOptions(base=settings.fhir_base,
                                    default_count=settings.default_page_size,
                                    max_count=settings.max_page_size,
                                    strict=http.prefer_strict(request),
-                                   restriction=restriction,
-                                   seen=seen.saw if seen is not None else None)
+                                   restriction=note.restriction, seen=note.saw)
+
+
+def _history(note: Access, request: Request, resource_type: str | None,
+             id: str | None) -> Awaitable[bytes]:
+    settings = note.settings
+    return service.history(note.store, base=settings.fhir_base, resource_type=resource_type,
+                           id=id, params=_params(request),
+                           default_count=settings.default_page_size,
+                           max_count=settings.max_page_size, restriction=note.restriction,
+                           seen=note.saw)
 
 
 def _params(request: Request) -> list[tuple[str, str]]:
@@ -77,69 +84,52 @@ async def metadata(settings: Settings = Depends(get_settings_dep)) -> Response:
 
 
 @router.post("", summary="transaction or batch Bundle")
-async def bundle(request: Request, store: Store = Depends(get_store),
-                 note: Access = Depends(access),
-                 restriction: Restriction | None = Depends(get_restriction),
-                 hooks: Sequence[WriteHook] = Depends(get_write_hooks),
-                 settings: Settings = Depends(get_settings_dep)) -> Response:
+async def bundle(request: Request, note: Access = Depends(access),
+                 hooks: Sequence[WriteHook] = Depends(get_write_hooks)) -> Response:
     http.check_body_type(request)
     note.interaction = "transaction"
     body = await request.body()
     out = await transaction.process(
-        store, note.ctx, body=body, base=settings.fhir_base,
-        max_entries=settings.max_bundle_entries,
+        note.store, note.ctx, body=body, base=note.settings.fhir_base,
+        max_entries=note.settings.max_bundle_entries,
         return_resources=http.prefer_return(request) == "representation",
-        options=_options(request, settings, restriction, note), hooks=hooks,
+        options=_options(request, note), hooks=hooks,
         authorize=lambda rtype, i: require(note.ctx, rtype, i))
     return http.fhir_response(out)
 
 
 @router.get("/_history", summary="history of all resources")
-async def history_system(request: Request, store: Store = Depends(get_store),
-                         note: Access = Depends(access),
-                         restriction: Restriction | None = Depends(get_restriction),
-                         settings: Settings = Depends(get_settings_dep)) -> Response:
+async def history_system(request: Request, note: Access = Depends(access)) -> Response:
     note.interaction = "history-system"
     for rtype in RESOURCE_TYPES:
         require(note.ctx, rtype, "s")
-    out = await service.history(store, base=settings.fhir_base, resource_type=None, id=None,
-                                params=_params(request),
-                                default_count=settings.default_page_size,
-                                max_count=settings.max_page_size, restriction=restriction,
-                                seen=note.saw)
-    return http.fhir_response(out)
+    return http.fhir_response(await _history(note, request, None, None))
 
 
 @router.get("/Patient/{id}/$everything", summary="Patient $everything")
-async def patient_everything(id: str, request: Request, store: Store = Depends(get_store),
-                             note: Access = Depends(access),
-                             restriction: Restriction | None = Depends(get_restriction),
-                             settings: Settings = Depends(get_settings_dep)) -> Response:
+async def patient_everything(id: str, request: Request,
+                             note: Access = Depends(access)) -> Response:
     note.interaction, note.resource_type = "$everything", "Patient"
     for rtype in everything.compartment_types():
         require(note.ctx, rtype, "s")
-    out = await everything.everything(store, patient_id=id, params=_params(request),
-                                      options=_options(request, settings, restriction, note))
+    out = await everything.everything(note.store, patient_id=id, params=_params(request),
+                                      options=_options(request, note))
     return http.fhir_response(out)
 
 
 @router.get("/{resource_type}", summary="search")
-async def search(resource_type: str, request: Request, store: Store = Depends(get_store),
-                 note: Access = Depends(access),
-                 restriction: Restriction | None = Depends(get_restriction),
-                 settings: Settings = Depends(get_settings_dep)) -> Response:
+async def search(resource_type: str, request: Request,
+                 note: Access = Depends(access)) -> Response:
     note.interaction = "search-type"
     _allowed(note.ctx, resource_type, "s")
-    out = await searching.search(store, resource_type=resource_type, params=_params(request),
-                                 options=_options(request, settings, restriction, note))
+    out = await searching.search(note.store, resource_type=resource_type,
+                                 params=_params(request), options=_options(request, note))
     return http.fhir_response(out)
 
 
 @router.post("/{resource_type}/_search", summary="search by POST")
-async def search_post(resource_type: str, request: Request, store: Store = Depends(get_store),
-                      note: Access = Depends(access),
-                      restriction: Restriction | None = Depends(get_restriction),
-                      settings: Settings = Depends(get_settings_dep)) -> Response:
+async def search_post(resource_type: str, request: Request,
+                      note: Access = Depends(access)) -> Response:
     note.interaction = "search-type"
     _allowed(note.ctx, resource_type, "s")
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -147,8 +137,8 @@ async def search_post(resource_type: str, request: Request, store: Store = Depen
         raise bad_request("_search by POST takes application/x-www-form-urlencoded")
     form = await request.form()
     params = _params(request) + [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
-    out = await searching.search(store, resource_type=resource_type, params=params,
-                                 options=_options(request, settings, restriction, note))
+    out = await searching.search(note.store, resource_type=resource_type, params=params,
+                                 options=_options(request, note))
     return http.fhir_response(out)
 
 
@@ -205,32 +195,22 @@ async def conditional_delete(resource_type: str, request: Request,
 
 
 @router.get("/{resource_type}/_history", summary="history of a type")
-async def history_type(resource_type: str, request: Request, store: Store = Depends(get_store),
-                       note: Access = Depends(access),
-                       restriction: Restriction | None = Depends(get_restriction),
-                       settings: Settings = Depends(get_settings_dep)) -> Response:
+async def history_type(resource_type: str, request: Request,
+                       note: Access = Depends(access)) -> Response:
     note.interaction = "history-type"
     _allowed(note.ctx, resource_type, "s")
-    out = await service.history(store, base=settings.fhir_base, resource_type=resource_type,
-                                id=None, params=_params(request),
-                                default_count=settings.default_page_size,
-                                max_count=settings.max_page_size, restriction=restriction,
-                                seen=note.saw)
-    return http.fhir_response(out)
+    return http.fhir_response(await _history(note, request, resource_type, None))
 
 
 @router.get("/{resource_type}/{id}", summary="read")
-async def read(resource_type: str, id: str, store: Store = Depends(get_store),
-               note: Access = Depends(access),
-               restriction: Restriction | None = Depends(get_restriction),
-               settings: Settings = Depends(get_settings_dep)) -> Response:
+async def read(resource_type: str, id: str, note: Access = Depends(access)) -> Response:
     note.interaction = "read"
     _allowed(note.ctx, resource_type, "r")
     note.ids.append(f"{resource_type}/{id}")
-    rec = await service.read(store, resource_type=resource_type, id=id, restriction=restriction)
-    note.ids.clear()
+    rec = await service.read(note.store, resource_type=resource_type, id=id,
+                             restriction=note.restriction)
     note.saw([rec])
-    return http.resource_response(rec, settings.fhir_base)
+    return http.resource_response(rec, note.settings.fhir_base)
 
 
 @router.put("/{resource_type}/{id}", summary="update (or update-as-create)")
@@ -261,34 +241,23 @@ async def delete(resource_type: str, id: str, request: Request,
 
 @router.get("/{resource_type}/{id}/_history", summary="history of a resource")
 async def history_instance(resource_type: str, id: str, request: Request,
-                           store: Store = Depends(get_store),
-                           note: Access = Depends(access),
-                           restriction: Restriction | None = Depends(get_restriction),
-                           settings: Settings = Depends(get_settings_dep)) -> Response:
+                           note: Access = Depends(access)) -> Response:
     note.interaction = "history-instance"
     _allowed(note.ctx, resource_type, "r")
     note.ids.append(f"{resource_type}/{id}")
-    out = await service.history(store, base=settings.fhir_base, resource_type=resource_type,
-                                id=id, params=_params(request),
-                                default_count=settings.default_page_size,
-                                max_count=settings.max_page_size, restriction=restriction,
-                                seen=note.saw)
-    return http.fhir_response(out)
+    return http.fhir_response(await _history(note, request, resource_type, id))
 
 
 @router.get("/{resource_type}/{id}/_history/{version}", summary="vread")
-async def vread(resource_type: str, id: str, version: str, store: Store = Depends(get_store),
-                note: Access = Depends(access),
-                restriction: Restriction | None = Depends(get_restriction),
-                settings: Settings = Depends(get_settings_dep)) -> Response:
+async def vread(resource_type: str, id: str, version: str,
+                note: Access = Depends(access)) -> Response:
     note.interaction = "vread"
     _allowed(note.ctx, resource_type, "r")
     note.ids.append(f"{resource_type}/{id}/_history/{version}")
-    rec = await service.vread(store, resource_type=resource_type, id=id, version=version,
-                              restriction=restriction)
-    note.ids.clear()
+    rec = await service.vread(note.store, resource_type=resource_type, id=id, version=version,
+                              restriction=note.restriction)
     note.saw([rec])
-    return http.resource_response(rec, settings.fhir_base)
+    return http.resource_response(rec, note.settings.fhir_base)
 
 
 def _delete_response(result: EntryResult) -> Response:

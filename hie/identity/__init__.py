@@ -7,9 +7,12 @@ the document store as internal documents (types starting with ``_``), written
 in the same transaction as the Patient that caused them.
 
 Modules: :mod:`~hie.identity.resident_id` (the number itself),
+:mod:`~hie.identity.keys` (the key its hash is taken under),
 :mod:`~hie.identity.matching` (features and scoring), :mod:`~hie.identity.model`
-(the internal documents), :mod:`~hie.identity.service` (linking, following and
-administering links), :mod:`~hie.identity.pix` (``Patient/$ihe-pix``),
-:mod:`~hie.identity.masking` (hiding the number in responses and logs) and
-:mod:`~hie.identity.router` (the HTTP routes).
+(the internal documents and events), :mod:`~hie.identity.service` (linking and
+following links), :mod:`~hie.identity.hooks` (the write-path hook),
+:mod:`~hie.identity.admin` (link, unlink, merge, review queue),
+:mod:`~hie.identity.pix` (``Patient/$ihe-pix``), :mod:`~hie.identity.masking`
+(hiding the number in responses and logs), :mod:`~hie.identity.router` (the
+HTTP routes) and :mod:`~hie.identity.cli` (``hie identity …``).
 """

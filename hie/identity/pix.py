@@ -1,10 +1,13 @@
 """``Patient/$ihe-pix``: IHE PIXm Get Corresponding Identifiers (ITI-83).
 
 ``GET [base]/Patient/$ihe-pix?sourceIdentifier=system|value[&targetSystem=uri…]``
-answers a ``Parameters`` resource: for each other Patient of the same regional
+answers a ``Parameters`` resource: for each Patient of the same regional
 person a ``targetId`` (its reference) followed by its ``targetIdentifier``s,
-restricted to the ``targetSystem`` domains when given. The failure cases follow
-ITI-83 §2:3.83.4.2.2:
+restricted to the ``targetSystem`` domains when given. The Patient a hospital
+identifier names is the one the caller knows already, so it gets no
+``targetId`` (its other identifiers are still listed); a shared identifier —
+the resident ID number — names Patients at several hospitals, and each is an
+answer. The failure cases follow ITI-83 §2:3.83.4.2.2:
 
 * the source identifier's domain (system) is unknown → 400, ``code-invalid``,
   "sourceIdentifier Assigning Authority not found";

@@ -16,7 +16,6 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -26,8 +25,9 @@ from fastapi import FastAPI
 
 from hie import dependencies
 from hie.app import create_app
+from hie.auth import dependencies as auth_dependencies
 from hie.auth.config import AuthSettings
-from hie.auth.dependencies import authenticate, get_tokens
+from hie.auth.dependencies import authenticate
 from hie.auth.jwk import new_client_key
 from hie.auth.router import router as auth_router
 from hie.auth.router import smart_router
@@ -133,7 +133,7 @@ async def register(store: Store, org_id: str, *, alg: str = "ES384", roles: tupl
 
 def tokens_of(app: FastAPI) -> TokenService:
     """The app's token service (created as the first request would)."""
-    return get_tokens(SimpleNamespace(app=app))  # type: ignore[arg-type]
+    return auth_dependencies.tokens_of(app)
 
 
 # -- fixtures (re-exported by the conftests) ------------------------------------
