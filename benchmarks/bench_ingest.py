@@ -72,8 +72,9 @@ async def ingest(workers: int, bodies: list[bytes], counts: list[int], *, concur
     with tempfile.TemporaryDirectory(prefix="hie-bench-ingest-") as tmp:
         store_url = f"sqlite:///{tmp}/hie.db"
         log = (keep or Path(tmp)) / f"serve-{workers}w.log"
-        with run_server(store_url, workers=workers, log=log) as server:
-            async with http_client(concurrency) as client:
+        with run_server(store_url, workers=workers, log=log,
+                        var_dir=Path(tmp) / "var") as server:
+            async with http_client(server, concurrency) as client:
                 warm = await post_bundles(client, server.base, bodies[:warmup], counts[:warmup],
                                           concurrency=concurrency)
                 if warm.failures:

@@ -56,10 +56,11 @@ async def build(store_dir: Path, *, seed: int, target: int, workers: int,
     store_url = f"sqlite:///{store_dir}/hie.db"
     posted = bundles = 0
     failures: list[str] = []
-    with run_server(store_url, workers=workers, log=store_dir / "serve-build.log") as server, \
+    with run_server(store_url, workers=workers, log=store_dir / "serve-build.log",
+                    var_dir=store_dir / "var") as server, \
             RssSampler(server, interval=0.5) as rss:
         start = time.perf_counter()
-        async with http_client(concurrency) as client:
+        async with http_client(server, concurrency) as client:
             # The big patient's Bundles share one conditional create: in order.
             res = await post_bundles(client, server.base, [orjson.dumps(b) for b in big.bundles],
                                      [len(b["entry"]) for b in big.bundles], concurrency=1)
@@ -92,15 +93,21 @@ async def build(store_dir: Path, *, seed: int, target: int, workers: int,
 
 async def measure(store_dir: Path, manifest: dict, *, seed: int, runs: int,
                   everything_runs: int, workers: int) -> list[dict]:
+    from hie.dependencies import REGISTRY_SOURCE
     from hie.store import open_store
+    from hie.store.query import Restriction
 
     store_url = f"sqlite:///{store_dir}/hie.db"
     store = open_store(store_url)
     await store.open()
     try:
-        queries: QuerySet = await pick_queries(store, seed=seed, manifest=manifest)
-        with run_server(store_url, workers=workers, log=store_dir / "serve-search.log") as srv:
-            async with http_client(4) as client:
+        with run_server(store_url, workers=workers, log=store_dir / "serve-search.log",
+                        var_dir=store_dir / "var") as srv:
+            # The store-only queries see what the server lets this hospital see.
+            visible = Restriction(sources=frozenset({srv.hospital.source, REGISTRY_SOURCE}))
+            queries: QuerySet = await pick_queries(store, seed=seed, manifest=manifest,
+                                                   restriction=visible)
+            async with http_client(srv, 4) as client:
                 return await time_queries(client, srv.base, store, queries, runs=runs,
                                           everything_runs=everything_runs)
     finally:

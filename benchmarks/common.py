@@ -1,6 +1,8 @@
 """Shared pieces of the benchmarks: running the exchange as its users do (the
-``hie serve`` command on a free local port), posting Bundles over HTTP,
-sampling the server's resident memory, and percentiles.
+``hie serve`` command on a free local port, a hospital registered with
+``hie admin create-organization`` that gets its access tokens with SMART
+Backend Services), posting Bundles over HTTP, sampling the server's resident
+memory, and percentiles.
 
 The server runs in its own session (process group) so that stopping it also
 stops its worker processes, and nothing of a run outlives the benchmark.
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import os
 import platform
@@ -19,16 +22,24 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+import uuid
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import jwt
 import psutil
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import ECAlgorithm
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "out"
 FHIR_JSON = "application/fhir+json"
+#: The hospital the benchmarks push and query as (an organisation id of the registry).
+BENCH_ORG = "benchhosp"
+CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
 def free_port() -> int:
@@ -45,13 +56,92 @@ def hie_command() -> list[str]:
 
 
 @dataclass
+class Hospital:
+    """A registered hospital system: its client id and private signing key."""
+
+    client_id: str
+    kid: str
+    key: ec.EllipticCurvePrivateKey
+
+    @property
+    def source(self) -> str:
+        """The ``meta.source`` the exchange stamps on this hospital's writes."""
+        from hie.context import organization_source
+
+        return organization_source(self.client_id)
+
+
+def register_hospital(store_url: str, var_dir: Path, org: str = BENCH_ORG) -> Hospital:
+    """Register ``org`` with a fresh ES384 key in the store, as an operator
+    would (``hie admin create-organization``), before the server starts."""
+    key = ec.generate_private_key(ec.SECP384R1())
+    kid = f"{org}-bench-1"
+    jwk = {**json.loads(ECAlgorithm.to_jwk(key.public_key())), "kid": kid, "alg": "ES384",
+           "use": "sig"}
+    var_dir.mkdir(parents=True, exist_ok=True)
+    jwks = var_dir / f"{org}-jwks.json"
+    jwks.write_text(json.dumps({"keys": [jwk]}))
+    env = {**os.environ, "HIE_STORE_URL": store_url, "HIE_VAR_DIR": str(var_dir)}
+    done = subprocess.run([*hie_command(), "admin", "create-organization", "--name",
+                           "基准测试医院", "--id", org, "--jwks", str(jwks)],
+                          cwd=ROOT, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"hie admin create-organization failed: {done.stderr[-2000:]}")
+    return Hospital(org, kid, key)
+
+
+class HospitalAuth(httpx.Auth):
+    """Bearer tokens from the exchange's token endpoint (client_credentials
+    with a signed client assertion), fetched again shortly before they expire."""
+
+    def __init__(self, hospital: Hospital, url: str, scope: str = "system/*.cruds") -> None:
+        self.hospital = hospital
+        self.token_url = f"{url}/auth/token"
+        self.scope = scope
+        self._token = ""
+        self._expires = 0.0
+        self._lock = asyncio.Lock()
+
+    def _assertion(self) -> str:
+        now = int(time.time())
+        claims = {"iss": self.hospital.client_id, "sub": self.hospital.client_id,
+                  "aud": self.token_url, "iat": now, "exp": now + 240,
+                  "jti": str(uuid.uuid4())}
+        return jwt.encode(claims, self.hospital.key, algorithm="ES384",
+                          headers={"kid": self.hospital.kid})
+
+    async def token(self) -> str:
+        async with self._lock:
+            if time.monotonic() > self._expires:
+                async with httpx.AsyncClient(timeout=30) as client:
+                    resp = await client.post(self.token_url, data={
+                        "grant_type": "client_credentials",
+                        "client_assertion_type": CLIENT_ASSERTION_TYPE,
+                        "client_assertion": self._assertion(), "scope": self.scope})
+                if resp.status_code != 200:
+                    raise RuntimeError(f"token endpoint: HTTP {resp.status_code} {resp.text}")
+                body = resp.json()
+                self._token = body["access_token"]
+                self._expires = time.monotonic() + int(body.get("expires_in", 300)) - 60
+            return self._token
+
+    async def async_auth_flow(self, request: httpx.Request
+                              ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        request.headers["Authorization"] = f"Bearer {await self.token()}"
+        yield request
+
+
+@dataclass
 class Server:
-    """A running ``hie serve``; ``base`` is its FHIR base URL."""
+    """A running ``hie serve``; ``base`` is its FHIR base URL; requests made
+    with :meth:`client` act as the registered :attr:`hospital`."""
 
     proc: subprocess.Popen
     url: str
     store_url: str
     log: Path
+    hospital: Hospital
+    auth: HospitalAuth
 
     @property
     def base(self) -> str:
@@ -91,13 +181,25 @@ class Server:
 
 
 @contextlib.contextmanager
-def run_server(store_url: str, *, workers: int, log: Path,
+def run_server(store_url: str, *, workers: int, log: Path, var_dir: Path,
                timeout: float = 90.0) -> Iterator[Server]:
-    """Start ``hie serve`` against ``store_url``, wait for ``/healthz``, and
-    stop it (and its workers) on exit."""
+    """Start ``hie serve`` against ``store_url`` (its keys in ``var_dir``),
+    with the benchmark hospital registered, wait for ``/healthz``, and stop it
+    (and its workers) on exit."""
+    hospital_file = var_dir / "bench-hospital.pem"
+    if hospital_file.exists():  # a kept store: the hospital is registered already
+        key = serialization.load_pem_private_key(hospital_file.read_bytes(), password=None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        hospital = Hospital(BENCH_ORG, f"{BENCH_ORG}-bench-1", key)
+    else:
+        hospital = register_hospital(store_url, var_dir)
+        hospital_file.write_bytes(hospital.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "HIE_STORE_URL": store_url, "HIE_BASE_URL": url}
+    env = {**os.environ, "HIE_STORE_URL": store_url, "HIE_BASE_URL": url,
+           "HIE_VAR_DIR": str(var_dir)}
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as log_file:
         proc = subprocess.Popen(
@@ -105,7 +207,7 @@ def run_server(store_url: str, *, workers: int, log: Path,
              "--workers", str(workers)],
             cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
             start_new_session=True)
-        server = Server(proc, url, store_url, log)
+        server = Server(proc, url, store_url, log, hospital, HospitalAuth(hospital, url))
         try:
             _wait_healthy(server, timeout)
             yield server
@@ -212,9 +314,10 @@ async def post_bundles(client: httpx.AsyncClient, base: str, bodies: Sequence[by
     return PostResult(len(bodies), sum(counts), seconds, failures)
 
 
-def http_client(concurrency: int = 16) -> httpx.AsyncClient:
+def http_client(server: Server, concurrency: int = 16) -> httpx.AsyncClient:
+    """A client acting as the server's benchmark hospital."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    return httpx.AsyncClient(timeout=httpx.Timeout(300.0), limits=limits)
+    return httpx.AsyncClient(timeout=httpx.Timeout(300.0), limits=limits, auth=server.auth)
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -10,6 +10,7 @@ exchange's own parser (``parse_search``) before the clock starts and times only
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from dataclasses import dataclass, field
@@ -43,19 +44,22 @@ class QuerySet:
     everything_types: list[tuple[Any, str]]  # (SearchQuery, type) of the compartment
 
 
-def _store_query(resource_type: str, params: list[tuple[str, str]]) -> Any:
+def _store_query(resource_type: str, params: list[tuple[str, str]], restriction: Any) -> Any:
+    """The exchange's own parse of ``params``, limited to what the caller may see."""
     from hie.fhir.search.parse import parse_search
 
-    return parse_search(resource_type, params).query
+    return dataclasses.replace(parse_search(resource_type, params).query,
+                               restriction=restriction)
 
 
-async def _patient_id(store: Any, system: str, value: str) -> str | None:
-    page = await store.search(_store_query("Patient", [("identifier", f"{system}|{value}")]),
-                              limit=1)
+async def _patient_id(store: Any, system: str, value: str, restriction: Any) -> str | None:
+    query = _store_query("Patient", [("identifier", f"{system}|{value}")], restriction)
+    page = await store.search(query, limit=1)
     return page.resources[0].id if page.resources else None
 
 
-async def pick_queries(store: Any, *, seed: int, manifest: dict, picks: int = 40) -> QuerySet:
+async def pick_queries(store: Any, *, seed: int, manifest: dict, restriction: Any,
+                       picks: int = 40) -> QuerySet:
     """Choose query values from data known to be in the store: the first
     Bundles of the same seed (regenerated, identical to what was posted)."""
     from hie.fhir.operations.everything import compartment_types
@@ -79,10 +83,13 @@ async def pick_queries(store: Any, *, seed: int, manifest: dict, picks: int = 40
                          "obs": obs})
     chosen = rng.sample(patients, min(picks, len(patients)))
 
+    def sq(resource_type: str, params: list[tuple[str, str]]) -> Any:
+        return _store_query(resource_type, params, restriction)
+
     obs_q, ident_q, rev_q = [], [], []
     for i, p in enumerate(chosen):
         mrn = p["mrn"]
-        pid = await _patient_id(store, mrn["system"], mrn["value"])
+        pid = await _patient_id(store, mrn["system"], mrn["value"], restriction)
         if pid is None:
             raise RuntimeError(f"patient {mrn['value']} is not in the store")
         code, day = rng.choice(p["obs"])
@@ -90,36 +97,37 @@ async def pick_queries(store: Any, *, seed: int, manifest: dict, picks: int = 40
         params = [("patient", f"Patient/{pid}"), ("code", f"{LOINC}|{code}"),
                   ("date", f"ge{year}-01-01"), ("date", f"le{year}-12-31")]
         obs_q.append(Query("Observation", [*params, ("_count", str(PAGE))],
-                           [(_store_query("Observation", params), PAGE)]))
+                           [(sq("Observation", params), PAGE)]))
         rid = [x["value"] for x in p["ids"] if x["system"] == RESIDENT_ID_SYSTEM]
         ident = (f"{RESIDENT_ID_SYSTEM}|{rid[0]}" if rid and i % 2
                  else f"{mrn['system']}|{mrn['value']}")
         ident_q.append(Query("Patient", [("identifier", ident)],
-                             [(_store_query("Patient", [("identifier", ident)]), PAGE)]))
+                             [(sq("Patient", [("identifier", ident)]), PAGE)]))
         by_mrn = [("identifier", f"{mrn['system']}|{mrn['value']}")]
         rev_q.append(Query("Patient", [*by_mrn, ("_revinclude", "Encounter:subject")],
-                           [(_store_query("Patient", by_mrn), PAGE),
-                            (_store_query("Encounter", [("subject", f"Patient/{pid}")]), 1000)]))
+                           [(sq("Patient", by_mrn), PAGE),
+                            (sq("Encounter", [("subject", f"Patient/{pid}")]), 1000)]))
 
     codes = [dx.code for dx, _ in CHRONIC] + [dx.code for dx in ACUTE]
     cond_q = [Query("Condition", [("code", f"{ICD10CM}|{c}"), ("_count", str(PAGE))],
-                    [(_store_query("Condition", [("code", f"{ICD10CM}|{c}")]), PAGE)])
+                    [(sq("Condition", [("code", f"{ICD10CM}|{c}")]), PAGE)])
               for c in codes]
     days = rng.sample(encounter_days, min(picks, len(encounter_days)))
     enc_q = [Query("Encounter", [("date", d), ("_count", str(PAGE))],
-                   [(_store_query("Encounter", [("date", d)]), PAGE)]) for d in days]
+                   [(sq("Encounter", [("date", d)]), PAGE)]) for d in days]
 
     big = build["big_patient"]
-    big_id = await _patient_id(store, big["mrn_system"], big["mrn"])
+    big_id = await _patient_id(store, big["mrn_system"], big["mrn"], restriction)
     if big_id is None:
         raise RuntimeError("the $everything patient is not in the store")
     every: list[tuple[Any, str]] = []
     for t in compartment_types():
         if t == "Patient":
-            every.append((SearchQuery(t, (AnyOf((IdMatch((big_id,)),)),)), t))
+            every.append((SearchQuery(t, (AnyOf((IdMatch((big_id,)),)),),
+                                      restriction=restriction), t))
         else:
             refs = tuple(ReferenceMatch(p, big_id, "Patient") for p in PATIENT_COMPARTMENT[t])
-            every.append((SearchQuery(t, (AnyOf(refs),)), t))
+            every.append((SearchQuery(t, (AnyOf(refs),), restriction=restriction), t))
     return QuerySet({
         "Observation: patient + code + date range": (True, obs_q),
         "Condition: code (first page)": (False, cond_q),

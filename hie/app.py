@@ -12,6 +12,7 @@ SMART configuration, the token endpoint and the JWKS.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -27,6 +28,10 @@ from hie.auth.tokens import TokenService
 from hie.config import Settings, get_settings
 from hie.fhir.access import AccessAuditMiddleware
 from hie.fhir.router import router as fhir_router
+from hie.fhir.writes import WriteHook
+from hie.identity.hooks import identity_write_hook
+from hie.identity.masking import ResidentIdLogFilter
+from hie.identity.router import audit_sink, make_admin_router, pix_router
 from hie.limits import BodySizeLimit
 from hie.metering.counters import MeteringMiddleware, UsageMeter
 from hie.metering.router import usage_router
@@ -34,6 +39,22 @@ from hie.metrics import MetricsMiddleware
 from hie.registry.models import ROLE_ADMIN
 from hie.registry.router import router as admin_router
 from hie.store import open_store
+
+
+def write_hooks(settings: Settings) -> list[WriteHook]:
+    """What commits with every write besides its own audit record: the regional
+    identity of every Patient written, and the audit records of the links it
+    makes."""
+    return [identity_write_hook(settings, sink=audit_sink)]
+
+
+def mask_logs() -> None:
+    """Mask resident ID numbers in every log line (filters on the handlers:
+    a filter on a logger does not see its children's records)."""
+    for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access"):
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, ResidentIdLogFilter) for f in handler.filters):
+                handler.addFilter(ResidentIdLogFilter())
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -61,7 +82,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Regional health-record exchange", version=hie.__version__,
                   lifespan=lifespan, docs_url="/docs", openapi_url="/openapi.json")
     app.state.settings = settings
-    app.state.write_hooks = []
+    app.state.write_hooks = write_hooks(settings)
+    mask_logs()
     errors.install(app)
     app.include_router(health.router)
     # before the FHIR router: /fhir/{type}/{id} would catch the well-known path
@@ -69,6 +91,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth_router)
     app.include_router(admin_router)
     app.include_router(usage_router(require_role(ROLE_ADMIN)))
+    app.include_router(make_admin_router(admin=require_role(ROLE_ADMIN)))
+    app.include_router(pix_router, prefix="/fhir")  # before /fhir/{type}/{id} too
     app.include_router(fhir_router)
     # innermost first: the access audit notes what was read before metering counts it
     app.add_middleware(AccessAuditMiddleware)

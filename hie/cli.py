@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from hie.audit.cli import app as audit_app
+from hie.identity.cli import app as identity_app
 from hie.registry.cli import app as admin_app
 
 app = typer.Typer(help="Regional health-record exchange.", no_args_is_help=True)
@@ -23,6 +26,35 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to bind."),
 
 
 @app.command()
+def demo(credentials: Path = typer.Option(Path("var/demo-credentials.json"),
+                                          help="Where to write the credentials file."),
+         ) -> None:
+    """Seed a small region (three hospitals, their doctors, patients with records)
+    into the configured store and write the credentials to act as each of them."""
+    import asyncio
+
+    from hie.app import write_hooks
+    from hie.config import get_settings
+    from hie.demo import seed, write_credentials
+    from hie.store import open_store
+
+    settings = get_settings()
+
+    async def run() -> dict:
+        store = open_store(settings.store_url)
+        await store.open()
+        try:
+            return await seed(store, settings, hooks=write_hooks(settings))
+        finally:
+            await store.close()
+
+    creds = asyncio.run(run())
+    write_credentials(creds, credentials)
+    typer.echo(f"Seeded {len(creds['hospitals'])} hospitals and {len(creds['patients'])} "
+               f"patients; credentials written to {credentials}")
+
+
+@app.command()
 def version() -> None:
     """Print the version."""
     import hie
@@ -32,6 +64,7 @@ def version() -> None:
 
 app.add_typer(admin_app, name="admin")
 app.add_typer(audit_app, name="audit")
+app.add_typer(identity_app, name="identity")
 
 
 def main() -> None:

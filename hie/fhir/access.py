@@ -32,6 +32,7 @@ from hie.config import Settings
 from hie.context import RequestContext
 from hie.dependencies import get_context, restriction_for
 from hie.fhir.search.extract import reference_values
+from hie.identity.masking import body_for_caller
 from hie.metering.counters import note_usage
 from hie.store.base import Store, StoredResource
 from hie.store.query import Restriction
@@ -66,6 +67,12 @@ class Access:
             self.count += 1
             if len(self.returned) < MAX_LISTED:
                 self.returned.append(rec)
+
+    def render(self, rec: StoredResource) -> bytes:
+        """``rec``'s body as this caller may see it: resident ID numbers are
+        masked unless the caller's organisation wrote the record."""
+        return body_for_caller(rec, caller_source=self.ctx.source,
+                               system=self.settings.resident_id_system)
 
     def record(self, outcome: str, status: int) -> AuditRecord:
         """The audit record of this access."""

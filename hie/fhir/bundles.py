@@ -82,7 +82,7 @@ def search_entry(base: str, rec: StoredResource, mode: str, body: bytes | None =
             + b',"search":{"mode":"' + mode.encode() + b'"}}')
 
 
-def history_entry(base: str, rec: StoredResource) -> bytes:
+def history_entry(base: str, rec: StoredResource, body: bytes | None = None) -> bytes:
     """One history entry with its request and response."""
     url = f"{rec.resource_type}/{rec.id}"
     if rec.deleted:
@@ -96,6 +96,6 @@ def history_entry(base: str, rec: StoredResource) -> bytes:
                 "lastModified": rec.last_updated + "Z"}
     out = b'{"fullUrl":' + orjson.dumps(f"{base}/{url}")
     if not rec.deleted:
-        out += b',"resource":' + rec.body
+        out += b',"resource":' + (body or rec.body)
     return (out + b',"request":' + orjson.dumps(request)
             + b',"response":' + orjson.dumps(response) + b"}")

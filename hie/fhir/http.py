@@ -29,9 +29,10 @@ def fhir_response(body: bytes | dict[str, Any], status: int = 200,
                     media_type=FHIR_JSON + "; charset=utf-8")
 
 
-def resource_response(rec: StoredResource, base: str) -> Response:
+def resource_response(rec: StoredResource, base: str, body: bytes | None = None) -> Response:
     """A read/vread answer: the stored bytes with ETag and Last-Modified."""
-    return fhir_response(rec.body, headers=resource_headers(rec, base))
+    return fhir_response(body if body is not None else rec.body,
+                         headers=resource_headers(rec, base))
 
 
 def check_body_type(request: Request) -> None:

@@ -45,7 +45,8 @@ def _options(request: Request, note: Access) -> searching.SearchOptions:
                                    default_count=settings.default_page_size,
                                    max_count=settings.max_page_size,
                                    strict=http.prefer_strict(request),
-                                   restriction=note.restriction, seen=note.saw)
+                                   restriction=note.restriction, seen=note.saw,
+                                   render=note.render)
 
 
 def _history(note: Access, request: Request, resource_type: str | None,
@@ -55,7 +56,7 @@ def _history(note: Access, request: Request, resource_type: str | None,
                            id=id, params=_params(request),
                            default_count=settings.default_page_size,
                            max_count=settings.max_page_size, restriction=note.restriction,
-                           seen=note.saw)
+                           seen=note.saw, render=note.render)
 
 
 def _params(request: Request) -> list[tuple[str, str]]:
@@ -210,7 +211,7 @@ async def read(resource_type: str, id: str, note: Access = Depends(access)) -> R
     rec = await service.read(note.store, resource_type=resource_type, id=id,
                              restriction=note.restriction)
     note.saw([rec])
-    return http.resource_response(rec, note.settings.fhir_base)
+    return http.resource_response(rec, note.settings.fhir_base, note.render(rec))
 
 
 @router.put("/{resource_type}/{id}", summary="update (or update-as-create)")
@@ -257,7 +258,7 @@ async def vread(resource_type: str, id: str, version: str,
     rec = await service.vread(note.store, resource_type=resource_type, id=id, version=version,
                               restriction=note.restriction)
     note.saw([rec])
-    return http.resource_response(rec, note.settings.fhir_base)
+    return http.resource_response(rec, note.settings.fhir_base, note.render(rec))
 
 
 def _delete_response(result: EntryResult) -> Response:

@@ -17,6 +17,7 @@ from hie.fhir.outcome import bad_request
 from hie.fhir.search.extract import reference_values
 from hie.fhir.search.parse import Include, ParsedSearch, SearchError, parse_search
 from hie.fhir.subsetting import subset
+from hie.identity.service import follow_links
 from hie.store.base import Store, StoredResource
 from hie.store.query import AnyOf, ReferenceMatch, Restriction, SearchQuery
 
@@ -34,6 +35,12 @@ class SearchOptions:
     restriction: Restriction | None = None
     #: Told of every resource returned (for the audit record of the access).
     seen: Callable[[Iterable[StoredResource]], None] | None = None
+    #: The body of a stored resource as this caller may see it (masking).
+    render: Callable[[StoredResource], bytes] | None = None
+
+    def body(self, rec: StoredResource) -> bytes:
+        """``rec``'s body for this caller."""
+        return self.render(rec) if self.render is not None else rec.body
 
 
 def parse(resource_type: str, params: list[tuple[str, str]],
@@ -53,6 +60,9 @@ async def search(store: Store, *, resource_type: str, params: list[tuple[str, st
     parsed = parse(resource_type, params, options)
     query = SearchQuery(resource_type, parsed.query.where, parsed.query.sort,
                         restriction=options.restriction)
+    # A patient's records at every hospital: Patient/x also means the Patients
+    # linked to the same regional person (the caller's restriction still applies).
+    query = await follow_links(store, query)
     self_link = link_url(options.base, resource_type, parsed.used)
 
     if parsed.summary == "count":
@@ -80,14 +90,15 @@ async def search(store: Store, *, resource_type: str, params: list[tuple[str, st
         total = len(matches)
 
     entries = [search_entry(options.base, r, "match",
-                            subset(r.body, r.resource_type, summary=parsed.summary,
+                            subset(options.body(r), r.resource_type, summary=parsed.summary,
                                    elements=parsed.elements))
                for r in matches]
     if options.seen is not None:
         options.seen(matches)
     if parsed.includes or parsed.revincludes:
         included = await _includes(store, matches, parsed, options.restriction)
-        entries += [search_entry(options.base, r, "include") for r in included]
+        entries += [search_entry(options.base, r, "include", options.body(r))
+                    for r in included]
         if options.seen is not None:
             options.seen(included)
 

@@ -76,7 +76,8 @@ async def delete(store: Store, ctx: RequestContext, *, resource_type: str, id: s
 async def history(store: Store, *, base: str, resource_type: str | None, id: str | None,
                   params: list[tuple[str, str]], default_count: int, max_count: int,
                   restriction: Restriction | None = None,
-                  seen: Callable[[Iterable[StoredResource]], None] | None = None) -> bytes:
+                  seen: Callable[[Iterable[StoredResource]], None] | None = None,
+                  render: Callable[[StoredResource], bytes] | None = None) -> bytes:
     """Return a history Bundle (newest first) of one resource, a type, or all."""
     values = dict(params)
     since = before = None
@@ -103,8 +104,8 @@ async def history(store: Store, *, base: str, resource_type: str | None, id: str
         nxt = encode_cursor(Cursor(offset=cursor.offset + len(records)))
         links.append(("next", link_url(base, path, [*kept, ("_count", str(count)),
                                                     ("_cursor", nxt)])))
-    return bundle_bytes("history", links=links, entries=[history_entry(base, r) for r in records],
-                        total=total)
+    entries = [history_entry(base, r, render(r) if render else None) for r in records]
+    return bundle_bytes("history", links=links, entries=entries, total=total)
 
 
 def instant_param(value: str, name: str) -> str:

@@ -219,7 +219,8 @@ async def _read_entry(store: Store, url: str, base: str,
                                  restriction=options.restriction)
         if options.seen is not None:
             options.seen([rec])
-        return {"fullUrl": f"{base}/{rtype}/{id_}", "resource": orjson.Fragment(rec.body),
+        return {"fullUrl": f"{base}/{rtype}/{id_}",
+                "resource": orjson.Fragment(options.body(rec)),
                 "response": {"status": "200 OK", "etag": etag(rec.version),
                              "lastModified": rec.last_updated + "Z"}}
     result = await searching.search(store, resource_type=rtype, params=cond or [], options=options)

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from hie.identity.resident_id import TEXT_PATTERN, mask, mask_text
+from hie.store.base import StoredResource
 
 # 15 or more digits in a row: a body without them holds no number at all
 _DIGITS = re.compile(rb"[0-9]{15}")
@@ -73,6 +74,16 @@ def mask_body(body: bytes, *, system: str) -> bytes:
     masked = orjson.dumps(_mask_tree(orjson.loads(body), system))
     # numbers written elsewhere (a note, a display text) are masked too
     return mask_text(masked.decode("utf-8")).encode("utf-8")
+
+
+def body_for_caller(record: StoredResource, *, caller_source: str | None, system: str,
+                    is_patient: bool = False) -> bytes:
+    """The stored body as a caller may see it: unmasked for the patient and for
+    the organisation that wrote it (it holds the number anyway), masked for
+    everyone else."""
+    if is_patient or (caller_source is not None and record.source == caller_source):
+        return record.body
+    return mask_body(record.body, system=system)
 
 
 class ResidentIdLogFilter(logging.Filter):

@@ -25,12 +25,11 @@ from hie.config import Settings
 from hie.dependencies import get_restriction, get_settings_dep, get_store
 from hie.identity import admin as admin_service
 from hie.identity import service
+from hie.identity.hooks import EventSink
 from hie.identity.model import LinkEvent
 from hie.identity.pix import corresponding_identifiers
 from hie.store.base import Store, Transaction
 from hie.store.query import Restriction
-
-EventSink = Callable[[Transaction, list[LinkEvent], Any], Awaitable[None]]
 
 
 async def audit_sink(tx: Transaction, events: list[LinkEvent], ctx: Any) -> None:

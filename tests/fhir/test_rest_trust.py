@@ -141,5 +141,8 @@ async def test_audit_events_are_for_privacy_officers(app: FastAPI, make_client: 
             assert events == []
             return
         actions = sorted(e["action"] for e in events)
-        assert actions == ["C", "R"]  # the create (with its write) and the read
+        # the create, the read, and the link of the new Patient to a regional person
+        assert actions == ["C", "R", "U"]
+        link = next(e for e in events if e["action"] == "U")
+        assert "link" in str(link["subtype"]) + str(link.get("extension"))
         assert all(e["agent"][0]["who"] for e in events)

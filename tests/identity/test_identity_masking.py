@@ -8,7 +8,12 @@ import orjson
 import pytest
 from identity.helpers import RID, make_rid, patient
 
-from hie.identity.masking import ResidentIdLogFilter, mask_body, mask_patient
+from hie.identity.masking import (
+    ResidentIdLogFilter,
+    body_for_caller,
+    mask_body,
+    mask_patient,
+)
 
 
 def test_mask_patient_hides_birth_date_digits_of_resident_identifiers() -> None:
@@ -63,3 +68,15 @@ def test_log_filter_leaves_other_messages_alone() -> None:
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "count=%d", (5,), None)
     assert ResidentIdLogFilter().filter(record)
     assert record.args == (5,) and record.getMessage() == "count=5"
+
+
+def test_body_for_caller_masks_only_for_other_organisations() -> None:
+    from hie.store.base import StoredResource
+
+    number = make_rid()
+    body = orjson.dumps(patient(rid=number))
+    rec = StoredResource("Patient", "p", 1, "2024-01-01T00:00:00.000000", False, body,
+                         source="org-a")
+    assert body_for_caller(rec, caller_source="org-a", system=RID) is body
+    assert body_for_caller(rec, caller_source="org-b", system=RID, is_patient=True) is body
+    assert number.encode() not in body_for_caller(rec, caller_source="org-b", system=RID)

@@ -13,6 +13,7 @@ from hie.fhir.bundles import bundle_bytes, decode_cursor, encode_cursor, link_ur
 from hie.fhir.outcome import bad_request
 from hie.fhir.searching import SearchOptions
 from hie.fhir.service import instant_param, read
+from hie.identity.service import linked_patient_ids
 from hie.store.base import Store
 from hie.store.index import DATE_MAX
 from hie.store.query import AnyOf, Cursor, IdMatch, LastUpdatedMatch, ReferenceMatch, SearchQuery
@@ -56,7 +57,9 @@ async def everything(store: Store, *, patient_id: str, params: list[tuple[str, s
             raise bad_request("The paging cursor is not valid", "_cursor")
         cursor = decoded
 
-    queries = [_query(t, patient_id, since_cond, options) for t in types]
+    # the patient's records at every hospital: all Patients of the same person
+    ids = tuple(await linked_patient_ids(store, patient_id))
+    queries = [_query(t, ids, since_cond, options) for t in types]
     total = 0
     for q in queries:
         total += await store.count(q)
@@ -67,7 +70,8 @@ async def everything(store: Store, *, patient_id: str, params: list[tuple[str, s
     while position < len(queries) and len(entries) < count:
         page = await store.search(queries[position], limit=count - len(entries),
                                   cursor=Cursor(after_seq=after))
-        entries += [search_entry(options.base, r, "match") for r in page.resources]
+        entries += [search_entry(options.base, r, "match", options.body(r))
+                    for r in page.resources]
         if options.seen is not None:
             options.seen(page.resources)
         if page.next is not None:
@@ -86,12 +90,13 @@ async def everything(store: Store, *, patient_id: str, params: list[tuple[str, s
     return bundle_bytes("searchset", links=links, entries=entries, total=total)
 
 
-def _query(rtype: str, patient_id: str, extra: tuple[AnyOf, ...],
+def _query(rtype: str, patient_ids: tuple[str, ...], extra: tuple[AnyOf, ...],
            options: SearchOptions) -> SearchQuery:
     if rtype == "Patient":
-        where = (AnyOf((IdMatch((patient_id,)),)), *extra)
+        where = (AnyOf((IdMatch(patient_ids),)), *extra)
     else:
-        refs = tuple(ReferenceMatch(p, patient_id, "Patient") for p in PATIENT_COMPARTMENT[rtype])
+        refs = tuple(ReferenceMatch(p, pid, "Patient") for p in PATIENT_COMPARTMENT[rtype]
+                     for pid in patient_ids)
         where = (AnyOf(refs), *extra)
     return SearchQuery(rtype, where, restriction=options.restriction)
 
