@@ -13,9 +13,10 @@ import logging
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import JSONResponse, Response
 
+from hie.audit.model import AuditRecord, from_context
 from hie.auth import service
 from hie.auth.config import TrustSettings, token_url
-from hie.auth.dependencies import get_tokens
+from hie.auth.dependencies import context_from_claims, get_tokens
 from hie.auth.errors import OAuthError, invalid_request
 from hie.auth.jwk import CLIENT_ALGORITHMS
 from hie.auth.tokens import TokenService
@@ -39,12 +40,21 @@ def _settings(request: Request) -> TrustSettings:
 @router.post("/token", summary="OAuth 2.0 token endpoint (SMART Backend Services)")
 async def token(request: Request, store: Store = Depends(get_store),
                 tokens: TokenService = Depends(get_tokens)) -> Response:
+    audit = getattr(request.app.state, "audit_log", None)
     try:
         req = await _token_request(request)
         body = await service.issue_token(store, tokens, _settings(request), req)
     except OAuthError as exc:
         log.info("token request refused: %s (%s)", exc.error, exc.description)
+        if audit is not None:  # who it was is unknown: the assertion was refused
+            await audit.record(AuditRecord(interaction="login", outcome="deny",
+                                           status=exc.status, detail=exc.error))
         return JSONResponse(exc.body(), status_code=exc.status, headers=_NO_STORE)
+    if audit is not None:  # every token, break-the-glass ones above all, is on record
+        claims = tokens.verify(body["access_token"])
+        await audit.record(from_context(context_from_claims(claims), interaction="login",
+                                        outcome="permit", status=200,
+                                        detail=f"scope: {body.get('scope', '')}"))
     return JSONResponse(body, headers=_NO_STORE)
 
 

@@ -23,19 +23,13 @@ import jwt
 import pytest
 from fastapi import FastAPI
 
-from hie import dependencies
 from hie.app import create_app
 from hie.auth import dependencies as auth_dependencies
-from hie.auth.config import AuthSettings
-from hie.auth.dependencies import authenticate
 from hie.auth.jwk import new_client_key
-from hie.auth.router import router as auth_router
-from hie.auth.router import smart_router
 from hie.auth.tokens import TokenService
 from hie.config import Settings
 from hie.registry import service as registry
 from hie.registry.models import Organization, Practitioner
-from hie.registry.router import router as admin_router
 from hie.store.base import Store
 
 BASE = "http://testserver"
@@ -45,27 +39,13 @@ ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 
 
-class TrustSettings(Settings, AuthSettings):
-    """The exchange's settings with the trust layer's fields (as the lead will merge them)."""
+#: The exchange's settings (they include the trust layer's fields).
+TrustSettings = Settings
 
 
 def make_settings(tmp_path: Path) -> TrustSettings:
     return TrustSettings(store_url=f"sqlite:///{tmp_path}/hie.db", base_url=BASE,
                          var_dir=str(tmp_path), max_body_bytes=256 * 1024)
-
-
-def mount(app: FastAPI) -> FastAPI:
-    """Wire the trust layer as the lead will: public routes first, every caller
-    authenticated."""
-    before = len(app.router.routes)
-    app.include_router(smart_router)
-    app.include_router(auth_router)
-    app.include_router(admin_router)
-    ours = app.router.routes[before:]
-    del app.router.routes[before:]
-    app.router.routes[0:0] = ours  # before /fhir/{type}/{id}
-    app.dependency_overrides[dependencies.get_context] = authenticate
-    return app
 
 
 def sign(claims: dict[str, Any], pem: str, *, alg: str, kid: str | None,
@@ -145,7 +125,7 @@ def trust_settings(tmp_path: Path) -> TrustSettings:
 
 @pytest.fixture
 async def trust_app(trust_settings: TrustSettings) -> AsyncIterator[FastAPI]:
-    app = mount(create_app(trust_settings))
+    app = create_app(trust_settings)
     async with app.router.lifespan_context(app):
         yield app
 
