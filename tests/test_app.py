@@ -66,3 +66,16 @@ async def test_only_the_named_routes_are_public(app):
             assert r.headers["www-authenticate"].startswith("Bearer")
         r = await anonymous.post("/fhir/Patient", json=patient())
         assert r.status_code == 401
+
+
+async def test_capability_statement_declares_security_and_operations(client: httpx.AsyncClient):
+    cs = (await client.get("/fhir/metadata")).json()
+    rest = cs["rest"][0]
+    assert rest["security"]["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"
+    token = rest["security"]["extension"][0]["extension"][0]["valueUri"]
+    assert token == "http://testserver/auth/token"
+    patient = next(r for r in rest["resource"] if r["type"] == "Patient")
+    assert {o["name"] for o in patient["operation"]} == {"everything", "ihe-pix"}
+    audit = next(r for r in rest["resource"] if r["type"] == "AuditEvent")
+    assert {i["code"] for i in audit["interaction"]} == {
+        "read", "vread", "history-instance", "history-type", "search-type"}

@@ -55,7 +55,14 @@ def capability_statement(base: str) -> dict[str, Any]:
             entry["operation"] = [{
                 "name": "everything",
                 "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
-                "documentation": "The patient and their compartment; _since, _type, _count, paged",
+                "documentation": "The patient and their compartment at every hospital (the "
+                                 "linked Patients of the regional person); _since, _type, "
+                                 "_count, paged",
+            }, {
+                "name": "ihe-pix",
+                "definition": "https://profiles.ihe.net/ITI/PIXm/OperationDefinition/IHE.PIXm.pix",
+                "documentation": "PIXm: the identifiers of the same person at other hospitals "
+                                 "(sourceIdentifier, targetSystem)",
             }]
         resources.append(entry)
     return {
@@ -70,6 +77,18 @@ def capability_statement(base: str) -> dict[str, Any]:
         "format": ["application/fhir+json", "json"],
         "rest": [{
             "mode": "server",
+            "security": {
+                "extension": [{
+                    "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                    "extension": [{"url": "token",
+                                   "valueUri": base.rsplit("/fhir", 1)[0] + "/auth/token"}]}],
+                "service": [{"coding": [{
+                    "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                    "code": "SMART-on-FHIR"}]}],
+                "description": "SMART Backend Services (private_key_jwt, RS384/ES384) for "
+                               "hospital systems; RFC 7523 jwt-bearer assertions for their "
+                               "doctors. See .well-known/smart-configuration.",
+            },
             "documentation": "Search result parameters: " + RESULT_PARAMS
                              + ". Modifiers: :exact, :contains, :missing, :not, :below, :above, "
                                ":[type]; one level of chaining. Unknown parameters are ignored "
