@@ -173,16 +173,42 @@ class SortKey:
 
 
 @dataclass(frozen=True, slots=True)
+class Grant:
+    """Records of other organisations opened to a caller for some patients: a
+    consent decision, a break-the-glass window or a consultation, compiled.
+
+    A resource is visible through a grant when all of these hold:
+
+    * it belongs to one of ``patients`` (Patient resource ids — every Patient
+      linked to the regional person): it is one of those Patient resources, or
+      one of its reference index entries whose parameter is in ``params`` points
+      at ``Patient/<one of patients>`` (target type ``"Patient"``);
+    * its ``source`` is in ``sources``;
+    * none of its ``_security`` codes is in ``hidden_labels``;
+    * its type is in ``types`` (``None``: any type).
+    """
+
+    patients: frozenset[str]
+    sources: frozenset[str]
+    params: frozenset[str]
+    hidden_labels: frozenset[str] = frozenset()
+    types: frozenset[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Restriction:
     """What one caller may see (the consent decision, compiled).
 
-    ``sources``: the ``meta.source`` values whose records are visible (``None``:
-    no limit). ``hidden_labels``: ``meta.security`` codes (indexed as the token
-    parameter ``_security``, system ignored) whose records are hidden.
+    A record is visible when it passes the base rule — its ``source`` is in
+    ``sources`` (``None``: no limit) and none of its ``meta.security`` codes
+    (indexed as the token parameter ``_security``, system ignored) is in
+    ``hidden_labels`` — or when any of ``grants`` opens it. (``sources=None``
+    makes everything visible and the grants moot.)
     """
 
     sources: frozenset[str] | None = None
     hidden_labels: frozenset[str] = frozenset()
+    grants: tuple[Grant, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
