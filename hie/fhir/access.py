@@ -32,6 +32,7 @@ from hie.config import Settings
 from hie.context import RequestContext
 from hie.dependencies import get_context, restriction_for
 from hie.fhir.search.extract import reference_values
+from hie.gate.enforce import Gate, mask_contacts
 from hie.identity.masking import body_for_caller
 from hie.metering.counters import note_usage
 from hie.store.base import Store, StoredResource
@@ -59,6 +60,25 @@ class Access:
     ids: list[str] = field(default_factory=list)
     returned: list[StoredResource] = field(default_factory=list)
     count: int = 0
+    gate: Gate | None = None
+
+    async def widen(self, patient_ids: list[str]) -> Restriction:
+        """Open what the consent gate grants for these Patients; the note's
+        restriction is the result."""
+        if self.gate is None:
+            return self.restriction
+        self.restriction = await self.gate.open_for(patient_ids)
+        return self.restriction
+
+    async def open_record(self, resource_type: str, id: str) -> Restriction:
+        """The restriction for reading one resource by id: its patients decide.
+
+        The unrestricted read here only finds whose record it is; whether the
+        caller may see it is the restricted read that follows."""
+        rec = await self.store.read(resource_type, id)
+        if rec is None or rec.deleted or rec.source in (self.restriction.sources or ()):
+            return self.restriction
+        return await self.widen([r.split("/", 1)[1] for r in patient_refs(rec)])
 
     def saw(self, records: Iterable[StoredResource]) -> None:
         """Note resources returned to the caller (their patients are read later,
@@ -71,19 +91,28 @@ class Access:
     def render(self, rec: StoredResource) -> bytes:
         """``rec``'s body as this caller may see it: resident ID numbers are
         masked unless the caller's organisation wrote the record."""
-        return body_for_caller(rec, caller_source=self.ctx.source,
+        body = body_for_caller(rec, caller_source=self.ctx.source,
                                system=self.settings.resident_id_system)
+        if self.gate is not None and rec.source != self.ctx.source and self.gate.masks:
+            body = mask_contacts(body, self.gate.masks)
+        return body
 
     def record(self, outcome: str, status: int) -> AuditRecord:
         """The audit record of this access."""
         ids = list(self.ids) if not self.returned else [
             f"{r.resource_type}/{r.id}" for r in self.returned]
-        patients: dict[str, None] = {}
+        patients: dict[str, None] = dict(self.gate.patients) if self.gate else {}
         for rec in self.returned:
             if not rec.deleted:
                 patients.update(dict.fromkeys(patient_refs(rec)))
+        detail = None
+        if self.gate is not None:
+            if self.gate.break_the_glass:
+                detail = "break-the-glass"
+            if outcome == "permit" and self.gate.denied and self.count == 0:
+                outcome, detail = "deny", "consent refused"
         return from_context(self.ctx, interaction=self.interaction,  # type: ignore[arg-type]
-                            outcome=outcome, status=status,
+                            outcome=outcome, status=status, detail=detail,
                             patient_refs=tuple(list(patients)[:MAX_LISTED]),
                             resource_type=self.resource_type,
                             resource_ids=tuple(ids[:MAX_LISTED]), query=self.query,
@@ -109,10 +138,12 @@ async def access(request: Request) -> Access:
     """Authenticate the caller and open the request's :class:`Access` note."""
     ctx = await get_context(request)
     state = request.app.state
-    note = Access(ctx=ctx, restriction=restriction_for(request, ctx), store=state.store,
-                  settings=state.settings,
+    base = restriction_for(request, ctx)
+    note = Access(ctx=ctx, restriction=base, store=state.store, settings=state.settings,
                   resource_type=request.path_params.get("resource_type"),
-                  query=request.url.query or None)
+                  query=request.url.query or None,
+                  gate=Gate(ctx=ctx, store=state.store,
+                            client=getattr(state, "consent", None), base=base))
     request.scope.setdefault("state", {})[STATE_KEY] = note
     return note
 

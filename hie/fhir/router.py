@@ -46,7 +46,7 @@ def _options(request: Request, note: Access) -> searching.SearchOptions:
                                    max_count=settings.max_page_size,
                                    strict=http.prefer_strict(request),
                                    restriction=note.restriction, seen=note.saw,
-                                   render=note.render)
+                                   render=note.render, widen=note.widen)
 
 
 def _history(note: Access, request: Request, resource_type: str | None,
@@ -209,7 +209,7 @@ async def read(resource_type: str, id: str, note: Access = Depends(access)) -> R
     _allowed(note.ctx, resource_type, "r")
     note.ids.append(f"{resource_type}/{id}")
     rec = await service.read(note.store, resource_type=resource_type, id=id,
-                             restriction=note.restriction)
+                             restriction=await note.open_record(resource_type, id))
     note.saw([rec])
     return http.resource_response(rec, note.settings.fhir_base, note.render(rec))
 
@@ -246,6 +246,7 @@ async def history_instance(resource_type: str, id: str, request: Request,
     note.interaction = "history-instance"
     _allowed(note.ctx, resource_type, "r")
     note.ids.append(f"{resource_type}/{id}")
+    await note.open_record(resource_type, id)
     return http.fhir_response(await _history(note, request, resource_type, id))
 
 
@@ -256,7 +257,7 @@ async def vread(resource_type: str, id: str, version: str,
     _allowed(note.ctx, resource_type, "r")
     note.ids.append(f"{resource_type}/{id}/_history/{version}")
     rec = await service.vread(note.store, resource_type=resource_type, id=id, version=version,
-                              restriction=note.restriction)
+                              restriction=await note.open_record(resource_type, id))
     note.saw([rec])
     return http.resource_response(rec, note.settings.fhir_base, note.render(rec))
 

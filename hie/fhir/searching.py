@@ -7,7 +7,7 @@ may see.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 import orjson
@@ -17,6 +17,7 @@ from hie.fhir.outcome import bad_request
 from hie.fhir.search.extract import reference_values
 from hie.fhir.search.parse import Include, ParsedSearch, SearchError, parse_search
 from hie.fhir.subsetting import subset
+from hie.gate.enforce import patients_of_query
 from hie.identity.service import follow_links
 from hie.store.base import Store, StoredResource
 from hie.store.query import AnyOf, ReferenceMatch, Restriction, SearchQuery
@@ -37,6 +38,15 @@ class SearchOptions:
     seen: Callable[[Iterable[StoredResource]], None] | None = None
     #: The body of a stored resource as this caller may see it (masking).
     render: Callable[[StoredResource], bytes] | None = None
+    #: The restriction for a read about these Patients (the consent gate);
+    #: ``None``: ``restriction`` as it is.
+    widen: Callable[[list[str]], Awaitable[Restriction]] | None = None
+
+    async def restriction_for(self, patient_ids: list[str]) -> Restriction | None:
+        """The restriction of a read whose patient context is ``patient_ids``."""
+        if self.widen is None:
+            return self.restriction
+        return await self.widen(patient_ids)
 
     def body(self, rec: StoredResource) -> bytes:
         """``rec``'s body for this caller."""
@@ -58,11 +68,13 @@ async def search(store: Store, *, resource_type: str, params: list[tuple[str, st
     cursor_token = next((v for k, v in params if k == CURSOR_PARAM), None)
     params = [(k, v) for k, v in params if k != CURSOR_PARAM]
     parsed = parse(resource_type, params, options)
-    query = SearchQuery(resource_type, parsed.query.where, parsed.query.sort,
-                        restriction=options.restriction)
+    query = SearchQuery(resource_type, parsed.query.where, parsed.query.sort)
     # A patient's records at every hospital: Patient/x also means the Patients
-    # linked to the same regional person (the caller's restriction still applies).
+    # linked to the same regional person; what of them the caller may see is
+    # the consent gate's decision for those patients.
     query = await follow_links(store, query)
+    restriction = await options.restriction_for(patients_of_query(query))
+    query = SearchQuery(resource_type, query.where, query.sort, restriction=restriction)
     self_link = link_url(options.base, resource_type, parsed.used)
 
     if parsed.summary == "count":
@@ -96,7 +108,7 @@ async def search(store: Store, *, resource_type: str, params: list[tuple[str, st
     if options.seen is not None:
         options.seen(matches)
     if parsed.includes or parsed.revincludes:
-        included = await _includes(store, matches, parsed, options.restriction)
+        included = await _includes(store, matches, parsed, restriction)
         entries += [search_entry(options.base, r, "include", options.body(r))
                     for r in included]
         if options.seen is not None:

@@ -16,7 +16,15 @@ from hie.fhir.service import instant_param, read
 from hie.identity.service import linked_patient_ids
 from hie.store.base import Store
 from hie.store.index import DATE_MAX
-from hie.store.query import AnyOf, Cursor, IdMatch, LastUpdatedMatch, ReferenceMatch, SearchQuery
+from hie.store.query import (
+    AnyOf,
+    Cursor,
+    IdMatch,
+    LastUpdatedMatch,
+    ReferenceMatch,
+    Restriction,
+    SearchQuery,
+)
 from schemas.resource_types import NON_CLINICAL_TYPES
 from schemas.search_parameters import PATIENT_COMPARTMENT
 
@@ -31,7 +39,11 @@ def compartment_types() -> list[str]:
 async def everything(store: Store, *, patient_id: str, params: list[tuple[str, str]],
                      options: SearchOptions) -> bytes:
     """Return one page of the patient's ``$everything`` Bundle."""
-    await read(store, resource_type="Patient", id=patient_id, restriction=options.restriction)
+    # the patient's records at every hospital: all Patients of the same person,
+    # as far as the consent gate opens them to this caller
+    ids = tuple(await linked_patient_ids(store, patient_id))
+    restriction = await options.restriction_for(list(ids))
+    await read(store, resource_type="Patient", id=patient_id, restriction=restriction)
     values = dict(params)
     types = compartment_types()
     if "_type" in values:
@@ -57,9 +69,7 @@ async def everything(store: Store, *, patient_id: str, params: list[tuple[str, s
             raise bad_request("The paging cursor is not valid", "_cursor")
         cursor = decoded
 
-    # the patient's records at every hospital: all Patients of the same person
-    ids = tuple(await linked_patient_ids(store, patient_id))
-    queries = [_query(t, ids, since_cond, options) for t in types]
+    queries = [_query(t, ids, since_cond, restriction) for t in types]
     total = 0
     for q in queries:
         total += await store.count(q)
@@ -91,12 +101,12 @@ async def everything(store: Store, *, patient_id: str, params: list[tuple[str, s
 
 
 def _query(rtype: str, patient_ids: tuple[str, ...], extra: tuple[AnyOf, ...],
-           options: SearchOptions) -> SearchQuery:
+           restriction: Restriction | None) -> SearchQuery:
     if rtype == "Patient":
         where = (AnyOf((IdMatch(patient_ids),)), *extra)
     else:
         refs = tuple(ReferenceMatch(p, pid, "Patient") for p in PATIENT_COMPARTMENT[rtype]
                      for pid in patient_ids)
         where = (AnyOf(refs), *extra)
-    return SearchQuery(rtype, where, restriction=options.restriction)
+    return SearchQuery(rtype, where, restriction=restriction)
 
