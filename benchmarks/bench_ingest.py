@@ -30,7 +30,17 @@ from pathlib import Path
 import orjson
 from fhir.resources.R4B import get_fhir_model_class
 
-from benchmarks.common import OUT, RssSampler, http_client, machine, post_bundles, run_server
+from benchmarks.common import (
+    OUT,
+    RssSampler,
+    http_client,
+    machine,
+    post_bundles,
+    profiled,
+    run_server,
+    stop_on_sigterm,
+    top_frames,
+)
 from benchmarks.datagen import generate_bundles, iter_resources
 
 
@@ -66,7 +76,7 @@ def _client_cpu() -> float:
 
 
 async def ingest(workers: int, bodies: list[bytes], counts: list[int], *, concurrency: int,
-                 warmup: int, keep: Path | None) -> WorkerRun:
+                 warmup: int, keep: Path | None, profile: Path | None = None) -> WorkerRun:
     """Post ``bodies`` to a fresh server with ``workers`` workers; time all but
     the first ``warmup`` Bundles."""
     with tempfile.TemporaryDirectory(prefix="hie-bench-ingest-") as tmp:
@@ -81,7 +91,7 @@ async def ingest(workers: int, bodies: list[bytes], counts: list[int], *, concur
                     raise RuntimeError("warm-up Bundles were refused:\n"
                                        + "\n".join(warm.failures[:5]))
                 cpu0, ccpu0 = server.cpu_seconds(), _client_cpu()
-                with RssSampler(server) as rss:
+                with profiled(server, profile), RssSampler(server) as rss:
                     timed = await post_bundles(client, server.base, bodies[warmup:],
                                                counts[warmup:], concurrency=concurrency)
                 cpu1, ccpu1 = server.cpu_seconds(), _client_cpu()
@@ -102,7 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a small smoke run (40 Bundles)")
     parser.add_argument("--json", type=Path, default=OUT / "ingest.json",
                         help="where to write the figures")
+    parser.add_argument("--profile", action="store_true",
+                        help="sample the one-worker server with py-spy (benchmarks/out/"
+                             "ingest-1w.collapsed); slows it down a little")
     args = parser.parse_args(argv)
+    stop_on_sigterm()
     n = 40 if args.quick else args.bundles
     warmup = 8 if args.quick else 16
 
@@ -121,13 +135,19 @@ def main(argv: list[str] | None = None) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     runs: list[WorkerRun] = []
     for w in (int(x) for x in args.workers.split(",")):
+        profile = args.json.parent / f"ingest-{w}w.collapsed" if args.profile and w == 1 \
+            else None
         run = asyncio.run(ingest(w, bodies, counts, concurrency=args.concurrency,
-                                 warmup=warmup, keep=args.json.parent))
+                                 warmup=warmup, keep=args.json.parent, profile=profile))
         runs.append(run)
         print(f"{w} worker(s): {run.rate:,.0f} resources/s ({run.resources} in "
               f"{run.seconds:.2f}s; server CPU {run.server_cpu_s:.1f}s, client CPU "
               f"{run.client_cpu_s:.1f}s, peak RSS {run.peak_rss_mb:.0f} MB, "
               f"{run.failures} failed Bundles)")
+        if profile is not None and profile.exists():
+            print(f"  profile ({profile}): own time")
+            for frame, share in top_frames(profile, own=True, limit=15):
+                print(f"    {share:6.1%}  {frame}")
 
     by_w = {r.workers: r for r in runs}
     ratios: dict[str, float] = {}

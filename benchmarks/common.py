@@ -229,6 +229,59 @@ def _wait_healthy(server: Server, timeout: float) -> None:
                        f"(log: {server.log})")
 
 
+@contextlib.contextmanager
+def profiled(server: Server, out: Path | None, *, rate: int = 200) -> Iterator[None]:
+    """Sample the server (and its workers) with py-spy while the block runs,
+    writing collapsed stacks to ``out`` (nothing happens when ``out`` is None).
+    py-spy is in the ``bench`` extra; it needs ptrace rights (root, or
+    ``kernel.yama.ptrace_scope=0``)."""
+    if out is None:
+        yield
+        return
+    spy = Path(sys.executable).parent / "py-spy"
+    proc = subprocess.Popen([str(spy), "record", "--pid", str(server.proc.pid), "--subprocesses",
+                             "--rate", str(rate), "--format", "raw", "--output", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(1.0)  # let it attach before the measured work starts
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def top_frames(collapsed: Path, *, own: bool, limit: int = 25,
+               prefix: str = "") -> list[tuple[str, float]]:
+    """The hottest frames of a py-spy collapsed-stack file: with ``own``, where
+    time is spent (the leaf frame); without, which frames it is spent under
+    (inclusive, each frame counted once per sample). Shares of all samples."""
+    totals: dict[str, int] = {}
+    samples = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        n = int(count)
+        samples += n
+        frames = stack.split(";")
+        picked = frames[-1:] if own else list(dict.fromkeys(frames))
+        for f in picked:
+            if f.startswith(prefix) or prefix in f:
+                totals[f] = totals.get(f, 0) + n
+    ranked = sorted(totals.items(), key=lambda kv: -kv[1])[:limit]
+    return [(f, n / samples if samples else 0.0) for f, n in ranked]
+
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM (``timeout``, a supervisor) into SystemExit, so that the
+    ``run_server`` context managers stop the servers they started."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def _stop(proc: subprocess.Popen) -> None:
     """SIGTERM the server's process group; SIGKILL what is left after 15 s."""
     if proc.poll() is None:

@@ -44,16 +44,24 @@ class QuerySet:
     everything_types: list[tuple[Any, str]]  # (SearchQuery, type) of the compartment
 
 
-def _store_query(resource_type: str, params: list[tuple[str, str]], restriction: Any) -> Any:
-    """The exchange's own parse of ``params``, limited to what the caller may see."""
+async def _store_query(store: Any, resource_type: str, params: list[tuple[str, str]],
+                       restriction: Any, *, follow: bool = True) -> Any:
+    """The exchange's own parse of ``params``, with references to a Patient
+    widened to the Patients linked to the same person (as the FHIR layer does
+    for searches, not for ``_revinclude``: ``follow=False``), limited to what
+    the caller may see."""
     from hie.fhir.search.parse import parse_search
+    from hie.identity.service import follow_links
 
-    return dataclasses.replace(parse_search(resource_type, params).query,
-                               restriction=restriction)
+    query = parse_search(resource_type, params).query
+    if follow:
+        query = await follow_links(store, query)
+    return dataclasses.replace(query, restriction=restriction)
 
 
 async def _patient_id(store: Any, system: str, value: str, restriction: Any) -> str | None:
-    query = _store_query("Patient", [("identifier", f"{system}|{value}")], restriction)
+    query = await _store_query(store, "Patient", [("identifier", f"{system}|{value}")],
+                               restriction)
     page = await store.search(query, limit=1)
     return page.resources[0].id if page.resources else None
 
@@ -63,6 +71,7 @@ async def pick_queries(store: Any, *, seed: int, manifest: dict, restriction: An
     """Choose query values from data known to be in the store: the first
     Bundles of the same seed (regenerated, identical to what was posted)."""
     from hie.fhir.operations.everything import compartment_types
+    from hie.identity.service import linked_patient_ids
     from hie.store.query import AnyOf, IdMatch, ReferenceMatch, SearchQuery
     from schemas.search_parameters import PATIENT_COMPARTMENT
 
@@ -83,8 +92,8 @@ async def pick_queries(store: Any, *, seed: int, manifest: dict, restriction: An
                          "obs": obs})
     chosen = rng.sample(patients, min(picks, len(patients)))
 
-    def sq(resource_type: str, params: list[tuple[str, str]]) -> Any:
-        return _store_query(resource_type, params, restriction)
+    async def sq(resource_type: str, params: list[tuple[str, str]], follow: bool = True) -> Any:
+        return await _store_query(store, resource_type, params, restriction, follow=follow)
 
     obs_q, ident_q, rev_q = [], [], []
     for i, p in enumerate(chosen):
@@ -97,37 +106,39 @@ async def pick_queries(store: Any, *, seed: int, manifest: dict, restriction: An
         params = [("patient", f"Patient/{pid}"), ("code", f"{LOINC}|{code}"),
                   ("date", f"ge{year}-01-01"), ("date", f"le{year}-12-31")]
         obs_q.append(Query("Observation", [*params, ("_count", str(PAGE))],
-                           [(sq("Observation", params), PAGE)]))
+                           [(await sq("Observation", params), PAGE)]))
         rid = [x["value"] for x in p["ids"] if x["system"] == RESIDENT_ID_SYSTEM]
         ident = (f"{RESIDENT_ID_SYSTEM}|{rid[0]}" if rid and i % 2
                  else f"{mrn['system']}|{mrn['value']}")
         ident_q.append(Query("Patient", [("identifier", ident)],
-                             [(sq("Patient", [("identifier", ident)]), PAGE)]))
+                             [(await sq("Patient", [("identifier", ident)]), PAGE)]))
         by_mrn = [("identifier", f"{mrn['system']}|{mrn['value']}")]
         rev_q.append(Query("Patient", [*by_mrn, ("_revinclude", "Encounter:subject")],
-                           [(sq("Patient", by_mrn), PAGE),
-                            (sq("Encounter", [("subject", f"Patient/{pid}")]), 1000)]))
+                           [(await sq("Patient", by_mrn), PAGE),
+                            (await sq("Encounter", [("subject", f"Patient/{pid}")], False), 1000)]))
 
     codes = [dx.code for dx, _ in CHRONIC] + [dx.code for dx in ACUTE]
     cond_q = [Query("Condition", [("code", f"{ICD10CM}|{c}"), ("_count", str(PAGE))],
-                    [(sq("Condition", [("code", f"{ICD10CM}|{c}")]), PAGE)])
+                    [(await sq("Condition", [("code", f"{ICD10CM}|{c}")]), PAGE)])
               for c in codes]
     days = rng.sample(encounter_days, min(picks, len(encounter_days)))
     enc_q = [Query("Encounter", [("date", d), ("_count", str(PAGE))],
-                   [(sq("Encounter", [("date", d)]), PAGE)]) for d in days]
+                   [(await sq("Encounter", [("date", d)]), PAGE)]) for d in days]
 
     big = build["big_patient"]
     big_id = await _patient_id(store, big["mrn_system"], big["mrn"], restriction)
     if big_id is None:
         raise RuntimeError("the $everything patient is not in the store")
+    # as $everything does: the person's Patients at every hospital
+    ids = tuple(await linked_patient_ids(store, big_id))
     every: list[tuple[Any, str]] = []
     for t in compartment_types():
         if t == "Patient":
-            every.append((SearchQuery(t, (AnyOf((IdMatch((big_id,)),)),),
-                                      restriction=restriction), t))
+            terms: tuple[Any, ...] = (IdMatch(ids),)
         else:
-            refs = tuple(ReferenceMatch(p, big_id, "Patient") for p in PATIENT_COMPARTMENT[t])
-            every.append((SearchQuery(t, (AnyOf(refs),), restriction=restriction), t))
+            terms = tuple(ReferenceMatch(p, i, "Patient")
+                          for p in PATIENT_COMPARTMENT[t] for i in ids)
+        every.append((SearchQuery(t, (AnyOf(terms),), restriction=restriction), t))
     return QuerySet({
         "Observation: patient + code + date range": (True, obs_q),
         "Condition: code (first page)": (False, cond_q),
@@ -145,7 +156,8 @@ def _matches(body: bytes) -> tuple[int, int]:
 
 
 async def _http(client: httpx.AsyncClient, url: str, params: list[tuple[str, str]]) -> bytes:
-    resp = await client.get(url, params=params, headers={"Accept": FHIR_JSON})
+    # params=None, not []: httpx replaces the URL's own query with an empty one.
+    resp = await client.get(url, params=params or None, headers={"Accept": FHIR_JSON})
     if resp.status_code != 200:
         raise RuntimeError(f"GET {resp.request.url}: HTTP {resp.status_code} {resp.text[:500]}")
     return resp.content
@@ -157,6 +169,8 @@ async def _everything_http(client: httpx.AsyncClient, base: str, pid: str) -> tu
     params: list[tuple[str, str]] = [("_count", str(EVERYTHING_PAGE))]
     entries = pages = 0
     while url:
+        if pages > 1000:
+            raise RuntimeError(f"$everything: more than 1000 pages; paging does not end ({url})")
         bundle = orjson.loads(await _http(client, url, params))
         params = []
         entries += len(bundle.get("entry", []))
@@ -189,6 +203,31 @@ def _summary(name: str, selective: bool, matches: str, http: list[float],
     return {"name": name, "selective": selective, "matches": matches, "runs": len(http),
             "http_p50": h50, "http_p99": percentile(http, 99), "store_p50": s50,
             "store_p99": percentile(store, 99), "ratio": h50 / s50 if s50 else float("inf")}
+
+
+async def http_floor(client: httpx.AsyncClient, url: str, base: str, *,
+                     runs: int) -> list[dict]:
+    """The fixed cost of one request, whatever it asks: ``GET /healthz`` (no
+    store) and ``GET /fhir/metadata`` (through the FHIR router, no search), in
+    milliseconds, client included. What a search adds on top of these is the
+    search's own work (authentication, consent gate, audit, store, Bundle)."""
+    out = []
+    for name, target in (("GET /healthz (HTTP floor)", f"{url}/healthz"),
+                         ("GET /fhir/metadata (FHIR route, no search)", f"{base}/metadata")):
+        times: list[float] = []
+        for i in range(-10, runs):
+            t0 = time.perf_counter()
+            resp = await client.get(target)
+            elapsed = (time.perf_counter() - t0) * 1000
+            if resp.status_code != 200:
+                raise RuntimeError(f"GET {target}: HTTP {resp.status_code}")
+            if i >= 0:
+                times.append(elapsed)
+        out.append({"name": name, "selective": False, "matches": "-", "runs": len(times),
+                    "http_p50": percentile(times, 50), "http_p99": percentile(times, 99),
+                    "store_p50": 0.0, "store_p99": 0.0, "ratio": float("nan")})
+        print(f"  {name}: p50 {out[-1]['http_p50']:.2f} ms", flush=True)
+    return out
 
 
 async def time_queries(client: httpx.AsyncClient, base: str, store: Any, queries: QuerySet,

@@ -19,6 +19,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 import hie
+from consent.portal.routes import portal_router
+from consent.portal.security import PortalConfig
 from hie import errors, health
 from hie.audit.log import AuditLog
 from hie.auth.dependencies import require_role
@@ -29,6 +31,9 @@ from hie.config import Settings, get_settings
 from hie.fhir.access import AccessAuditMiddleware
 from hie.fhir.router import router as fhir_router
 from hie.fhir.writes import WriteHook
+from hie.gate import consent_client
+from hie.gate.app import include_consent_routes
+from hie.gate.portal_data import portal_data
 from hie.identity.hooks import identity_write_hook
 from hie.identity.masking import ResidentIdLogFilter
 from hie.identity.router import audit_sink, make_admin_router, pix_router
@@ -72,9 +77,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await app.state.audit_log.start()
         app.state.usage_meter = UsageMeter(store)
         await app.state.usage_meter.start()
+        app.state.consent = consent_client(settings, store, tokens=app.state.tokens)
         try:
             yield
         finally:
+            close = getattr(app.state.consent, "aclose", None)
+            if close is not None:
+                await close()
             await app.state.usage_meter.close()
             await app.state.audit_log.close(give_up_after=10)
             await store.close()
@@ -93,6 +102,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(usage_router(require_role(ROLE_ADMIN)))
     app.include_router(make_admin_router(admin=require_role(ROLE_ADMIN)))
     app.include_router(pix_router, prefix="/fhir")  # before /fhir/{type}/{id} too
+    app.include_router(portal_router(portal_data, PortalConfig(base_url=settings.base_url)))
+    include_consent_routes(app)
     app.include_router(fhir_router)
     # innermost first: the access audit notes what was read before metering counts it
     app.add_middleware(AccessAuditMiddleware)

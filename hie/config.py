@@ -24,6 +24,10 @@ class Settings(AuthSettings):
     store_url: str = "sqlite:///./var/hie.db"
     #: Empty: the consent service runs in-process; otherwise its base URL.
     consent_url: str = ""
+    #: How long the exchange waits for a remote consent service (then: deny).
+    consent_timeout: float = 2.0
+    #: How long a break-the-glass window stays open after it starts.
+    break_glass_hours: float = 4.0
     #: The public base URL; links in responses and the token audience derive from it.
     base_url: str = "http://127.0.0.1:8080"
     resident_id_system: str = DEFAULT_RESIDENT_ID_SYSTEM

@@ -14,6 +14,7 @@ visible in full (a hospital always sees what it wrote).
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
@@ -41,6 +42,7 @@ BasisCode = Literal[
     "break-the-glass-refused",  # no reason given, or the patient refused it
     "consultation",          # an open, approved consultation grants its scope
     "consultation-refused",  # the named consultation does not grant access now
+    "consent-unavailable",   # the consent service could not answer: deny, never allow
 ]
 
 
@@ -97,7 +99,8 @@ class DecisionResponse(_Model):
         return self.all_organizations or organization in self.visible_organizations
 
 
-ConsultationStatus = Literal["requested", "accepted", "completed", "cancelled"]
+#: requested → accepted → completed / cancelled; ``declined``: the patient said no.
+ConsultationStatus = Literal["requested", "accepted", "completed", "cancelled", "declined"]
 
 
 class ConsultationScope(_Model):
@@ -129,6 +132,10 @@ class Consultation(_Model):
     end: AwareDatetime | None = None
     reason: str | None = None
     scope: ConsultationScope = Field(default_factory=ConsultationScope)
+    version: int | None = Field(
+        None, description="stored version (None: not stored yet); a save over a version "
+                          "that is no longer current is refused, so concurrent moves of the "
+                          "lifecycle cannot undo each other")
 
     @model_validator(mode="after")
     def _approval_is_consistent(self) -> Consultation:
@@ -136,3 +143,55 @@ class Consultation(_Model):
         if self.approved != (self.approval is not None):
             raise ValueError("approved and approval go together")
         return self
+
+
+class BreakGlass(_Model):
+    """One break-the-glass session: a practitioner's emergency access to one
+    patient, time-boxed from when it *started* (``expires`` = start + the
+    configured hours). Every session goes to the privacy officers' review queue
+    until ``reviewed``."""
+
+    id: str = Field(min_length=1)
+    person: str = Field(min_length=1, description="regional person id of the patient")
+    organization: str = Field(min_length=1, description="the requester's organisation")
+    practitioner: str | None = Field(None, description="the doctor who broke the glass")
+    reason: str = Field(min_length=1, description="the reason the doctor gave")
+    started: AwareDatetime
+    expires: AwareDatetime
+    reviewed: bool = False
+    reviewer: str | None = Field(None, description="who reviewed it (a privacy officer)")
+    reviewed_at: AwareDatetime | None = None
+    note: str | None = Field(None, description="the reviewer's finding")
+
+    def active(self, now: datetime) -> bool:
+        """Whether the session still grants access at ``now``."""
+        return self.started <= now < self.expires
+
+
+class NewConsultation(_Model):
+    """``POST /consent/consultations``: a hospital asks for a remote consultation.
+
+    The patient is named by the regional ``person`` id, or by ``patient``, the
+    id of the requesting hospital's own Patient resource (resolved to its person
+    by the exchange). The requester is the calling hospital."""
+
+    person: str | None = Field(None, min_length=1)
+    patient: str | None = Field(None, min_length=1)
+    invited_organization: str | None = Field(None, min_length=1)
+    invited_practitioner: str | None = Field(None, min_length=1)
+    reason: str = Field(min_length=1, max_length=2000)
+    start: AwareDatetime
+    end: AwareDatetime
+    scope: ConsultationScope = Field(default_factory=ConsultationScope)
+
+    @model_validator(mode="after")
+    def _one_patient(self) -> NewConsultation:
+        if (self.person is None) == (self.patient is None):
+            raise ValueError("name the patient by exactly one of person or patient")
+        return self
+
+
+class BreakGlassReview(_Model):
+    """``POST /consent/break-glass/{id}/review``: a privacy officer's finding."""
+
+    note: str = Field(min_length=1, max_length=4000)
