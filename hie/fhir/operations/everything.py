@@ -70,9 +70,14 @@ async def everything(store: Store, *, patient_id: str, params: list[tuple[str, s
         cursor = decoded
 
     queries = [_query(t, ids, since_cond, restriction) for t in types]
-    total = 0
-    for q in queries:
-        total += await store.count(q)
+    # The total is counted for the first page only (a dozen counts over the
+    # whole compartment); later pages leave Bundle.total out, as FHIR allows,
+    # rather than carry a count the caller might no longer be allowed to see.
+    total: int | None = None
+    if "_cursor" not in values:
+        total = 0
+        for q in queries:
+            total += await store.count(q)
 
     entries: list[bytes] = []
     position, after = cursor.offset, cursor.after_seq
