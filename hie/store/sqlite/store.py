@@ -17,12 +17,14 @@ Threads, not the event loop, touch SQLite:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import queue
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from hie.store.base import (
@@ -45,6 +47,19 @@ T = TypeVar("T")
 BUSY_RETRIES = 5
 
 
+#: Most transactions committed by one fsync (bounds how long the first waits).
+GROUP_COMMIT_MAX = 32
+
+
+@dataclass(slots=True)
+class _Batch:
+    """One write transaction shared by transact() callers (group commit)."""
+
+    committed: asyncio.Future[None]
+    members: int = 0
+    flush_queued: bool = False
+
+
 class SQLiteStore:
     """The embedded document store in one SQLite file (WAL, ``synchronous=FULL``)."""
 
@@ -57,6 +72,8 @@ class SQLiteStore:
         self._write_exec: ThreadPoolExecutor | None = None
         self._read_exec: ThreadPoolExecutor | None = None
         self._write_lock = asyncio.Lock()
+        self._waiting = 0  # transact() callers waiting for the lock
+        self._batch: _Batch | None = None  # the open group-commit transaction
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -98,6 +115,8 @@ class SQLiteStore:
         if self._write_exec is None or self._read_exec is None:
             return
         async with self._write_lock:
+            if self._batch is not None:
+                await self._finish(self._batch)
             if self._writer is not None:
                 await self._on_writer(self._writer.close)
                 self._writer = None
@@ -125,30 +144,82 @@ class SQLiteStore:
     async def transact(self, fn: Callable[[Transaction], Awaitable[T]]) -> T:
         """Run ``fn`` holding the write lock; commit, or roll back and re-raise.
 
-        ``fn`` is re-run (after a rollback) only when SQLite reports the file
-        busy inside the transaction. Do not call ``transact`` from inside
-        ``fn``: it would wait for itself.
+        Group commit: each ``fn`` runs in its own savepoint of a write
+        transaction that callers already waiting for the lock join, so one
+        fsync commits them all (``synchronous=FULL`` makes the fsync, not the
+        work, the cost of a small write). A caller returns only once the
+        transaction holding its writes has committed; a failing ``fn`` rolls
+        back its own savepoint only. ``fn`` is re-run (after rolling back its
+        savepoint) when SQLite reports the file busy. Do not call ``transact``
+        from inside ``fn``: it would wait for itself.
         """
-        async with self._write_lock:
-            for attempt in range(BUSY_RETRIES):
+        self._waiting += 1
+        try:
+            await self._write_lock.acquire()
+        finally:
+            self._waiting -= 1
+        try:
+            batch = self._batch
+            if batch is None:
                 await self._on_writer(self._begin)
-                tx = SQLiteTransaction(self)
-                try:
-                    result = await fn(tx)
-                    await self._on_writer(self._commit)
-                    return result
-                except BaseException as exc:
-                    # shielded: a cancelled request must still release the lock;
-                    # the single writer thread runs it before any later BEGIN
-                    await asyncio.shield(self._on_writer(self._rollback))
-                    if is_busy(exc) and attempt + 1 < BUSY_RETRIES:
-                        continue
-                    if is_busy(exc):
-                        raise StoreUnavailable("the store file stayed locked") from exc
-                    raise
-                finally:
-                    tx.closed = True
+                batch = self._batch = _Batch(asyncio.get_running_loop().create_future())
+            result = await self._in_savepoint(fn, batch)
+            batch.members += 1
+            if self._waiting and batch.members < GROUP_COMMIT_MAX:
+                # leave the transaction open for the next caller in line; a flush
+                # queued behind the waiters commits it if none of them does
+                if not batch.flush_queued:
+                    batch.flush_queued = True
+                    asyncio.get_running_loop().create_task(self._flush(batch))
+            else:
+                await self._finish(batch)
+        finally:
+            self._write_lock.release()
+        await asyncio.shield(batch.committed)
+        return result
+
+    async def _in_savepoint(self, fn: Callable[[Transaction], Awaitable[T]],
+                            batch: _Batch) -> T:
+        name = f"t{batch.members}"
+        for attempt in range(BUSY_RETRIES):
+            await self._on_writer(lambda: self._writer_conn().execute(f"SAVEPOINT {name}"))
+            tx = SQLiteTransaction(self)
+            try:
+                result = await fn(tx)
+                await self._on_writer(lambda: self._writer_conn().execute(f"RELEASE {name}"))
+                return result
+            except BaseException as exc:
+                # shielded: a cancelled request must still undo its own writes
+                await asyncio.shield(self._on_writer(functools.partial(self._undo, name)))
+                if is_busy(exc) and attempt + 1 < BUSY_RETRIES:
+                    continue
+                if is_busy(exc):
+                    raise StoreUnavailable("the store file stayed locked") from exc
+                raise
+            finally:
+                tx.closed = True
         raise StoreUnavailable("the store file stayed locked")  # pragma: no cover
+
+    async def _finish(self, batch: _Batch) -> None:
+        """Commit the open transaction (the lock is held) and tell its members."""
+        self._batch = None
+        try:
+            await asyncio.shield(self._on_writer(self._commit))
+        except BaseException as exc:
+            await asyncio.shield(self._on_writer(self._rollback))
+            if not batch.committed.done():
+                batch.committed.set_exception(exc)
+            raise
+        if not batch.committed.done():
+            batch.committed.set_result(None)
+
+    async def _flush(self, batch: _Batch) -> None:
+        """Commit ``batch`` if nobody in line did (runs after the waiters)."""
+        async with self._write_lock:
+            if self._batch is batch:
+                # a failed commit was told to the members through the future
+                with contextlib.suppress(Exception):
+                    await self._finish(batch)
 
     def _begin(self) -> None:
         conn = self._writer_conn()
@@ -168,6 +239,16 @@ class SQLiteStore:
         conn = self._writer
         if conn is not None and conn.in_transaction:
             conn.execute("ROLLBACK")
+
+    def _undo(self, savepoint: str) -> None:
+        """Roll back one member's savepoint, keeping the others' work."""
+        conn = self._writer
+        if conn is not None and conn.in_transaction:
+            try:
+                conn.execute(f"ROLLBACK TO {savepoint}")
+                conn.execute(f"RELEASE {savepoint}")
+            except sqlite3.OperationalError:  # the savepoint is already gone
+                pass
 
     # ---- reads --------------------------------------------------------------
 
