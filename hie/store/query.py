@@ -202,8 +202,8 @@ class Restriction:
     A record is visible when it passes the base rule — its ``source`` is in
     ``sources`` (``None``: no limit) and none of its ``meta.security`` codes
     (indexed as the token parameter ``_security``, system ignored) is in
-    ``hidden_labels`` — or when any of ``grants`` opens it. (``sources=None``
-    makes everything visible and the grants moot.)
+    ``hidden_labels`` — or when any of ``grants`` opens it (a grant may open a
+    record the base rule hides).
     """
 
     sources: frozenset[str] | None = None

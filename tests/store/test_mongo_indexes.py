@@ -7,18 +7,29 @@ from typing import Any
 import pytest
 from store.mongo_double import open_double_store
 
-from hie.store.mongo.compile import ARRAY_OF_KIND, compile_condition, compile_query
+from hie.store.base import WriteRecord
+from hie.store.index import IndexEntries
+from hie.store.mongo import visibility
+from hie.store.mongo.compile import (
+    ARRAY_OF_KIND,
+    compile_condition,
+    compile_query,
+    membership_filter,
+    restriction_filter,
+)
 from hie.store.mongo.indexes import ALL_INDEXES, RESOURCE_INDEXES, IndexSpec
 from hie.store.query import (
     AnyOf,
     ChainMatch,
     Condition,
     DateMatch,
+    Grant,
     LastUpdatedMatch,
     MissingMatch,
     NumberMatch,
     QuantityMatch,
     ReferenceMatch,
+    Restriction,
     SearchQuery,
     StringMatch,
     TokenMatch,
@@ -122,3 +133,98 @@ def test_query_filters_lead_with_type_then_each_condition() -> None:
     assert flt["type"] == "Observation" and flt["deleted"] is False
     assert flt["$and"][0] == {"tok": {"$elemMatch": {"p": "code", "s": "http://loinc.org",
                                                       "c": "1234-5"}}}
+
+
+# ---- grants ---------------------------------------------------------------------
+
+GRANT = Grant(patients=frozenset({"p1", "p2"}), sources=frozenset({"org-b"}),
+              params=frozenset({"subject", "patient"}), hidden_labels=frozenset({"HIV"}))
+
+
+def _index_named(name: str) -> list[str]:
+    return [k for k, _ in next(s for s in ALL_INDEXES if s.name == name).keys]
+
+
+@pytest.mark.parametrize("rtype", ["Observation", "Patient"])
+def test_grant_membership_of_a_known_type_is_served_by_ref_target(rtype: str) -> None:
+    member = membership_filter(GRANT, rtype)
+    assert member is not None
+    refs = member["$or"][1] if rtype == "Patient" else member
+    paths = _equality_or_range_paths({"type": rtype, **refs})
+    assert _serving_index(paths) is not None and {"ref.p", "ref.i", "ref.t"} <= paths
+    if rtype == "Patient":  # the Patient resources themselves: by _id
+        assert member["$or"][0] == {"_id": {"$in": ["Patient/p1", "Patient/p2"]}}
+
+
+def test_grant_membership_of_any_type_is_served_by_id_and_ref_patient() -> None:
+    """System history resolves a grant's members without a type: each branch
+    of the ``$or`` has its own index (``_id``; ``ref_patient``)."""
+    member = membership_filter(GRANT, None)
+    assert member is not None
+    by_id, by_ref = member["$or"]
+    assert set(by_id) == {"_id"}
+    paths = _equality_or_range_paths(by_ref)
+    keys = _index_named("ref_patient")
+    assert set(keys) <= paths and keys[0] == "ref.i"
+
+
+def test_restriction_with_grants_is_one_or_beside_the_conditions() -> None:
+    restriction = Restriction(sources=frozenset({"org-a"}), grants=(GRANT,))
+    query = SearchQuery("Observation", where=(AnyOf((CONDITIONS[0],)),),
+                        restriction=restriction)
+    flt = compile_query(query)
+    # the conditions still lead with type and use their indexes; the
+    # restriction filters what they select
+    assert flt["type"] == "Observation" and "$and" in flt
+    base, granted = flt["$or"]
+    assert base == {"source": {"$in": ["org-a"]}}
+    assert granted["source"] == {"$in": ["org-b"]} and granted["labels"] == {"$nin": ["HIV"]}
+    assert "type" not in granted and "_id" not in str(granted)
+
+
+def test_grant_values_never_become_operators() -> None:
+    hostile = frozenset({"$ne", "$where", "{\"$gt\": \"\"}"})
+    grant = Grant(patients=hostile, sources=hostile, params=hostile, hidden_labels=hostile,
+                  types=hostile)
+    flt = restriction_filter(Restriction(sources=hostile, grants=(grant,)), None,
+                             members=None)
+    keys: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            keys.update(node)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(flt)
+    assert keys <= {"$or", "$in", "$nin", "$elemMatch", "_id", "source", "labels", "type",
+                    "ref", "p", "i", "t"}, keys
+
+
+async def test_history_with_grants_resolves_members_and_refuses_beyond_the_limit(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Versions carry no index entries: the members a grant opens are listed
+    from ``resources`` first (bounded, like chain targets)."""
+    store = await open_double_store()
+
+    async def write(tx: Any) -> None:
+        for n in range(3):
+            await tx.put(WriteRecord(
+                "Observation", f"o{n}", 1, f"2024-01-01T00:00:0{n}.000000", b"{}",
+                source="org-b", index=IndexEntries(reference=[("subject", "Patient", "p1")])))
+
+    await store.transact(write)
+    restriction = Restriction(sources=frozenset({"org-a"}), grants=(GRANT,))
+    versions, total = await store.history(limit=10, restriction=restriction)
+    assert total == 3 and sorted(r.id for r in versions) == ["o0", "o1", "o2"]
+    monkeypatch.setattr(visibility, "GRANT_MEMBER_LIMIT", 2)
+    with pytest.raises(visibility.GrantTooBroad):
+        await store.history(limit=10, restriction=restriction)
+    # one resource's history resolves one member only
+    versions, total = await store.history(resource_type="Observation", id="o1", limit=10,
+                                          restriction=restriction)
+    assert [r.id for r in versions] == ["o1"] and total == 1
+    await store.close()

@@ -20,6 +20,7 @@ from hie.store.query import (
     Condition,
     Cursor,
     DateMatch,
+    Grant,
     IdMatch,
     LastUpdatedMatch,
     MissingMatch,
@@ -36,10 +37,25 @@ from hie.store.query import (
 from hie.store.sqlite import SQLiteStore, compile_count, compile_search
 from hie.store.sqlite.compile import Driver, compile_probes
 from hie.store.sqlite.planner import PROBE_CAP
-from hie.store.sqlite.records import history_statements, read_many_sql
+from hie.store.sqlite.records import (
+    history_statements,
+    read_many_sql,
+    read_many_statement,
+    read_statement,
+    read_version_statement,
+)
 
 RESTRICTED = Restriction(sources=frozenset({"org-a", "org-b"}),
                          hidden_labels=frozenset({"HIV", "PSY"}))
+#: A doctor at org-a with a consent for one person (two linked Patients) and a
+#: break-the-glass grant limited to some types.
+GRANTED = Restriction(sources=frozenset({"org-a"}), grants=(
+    Grant(patients=frozenset({"p1", "p2"}), sources=frozenset({"org-b", "org-c"}),
+          params=frozenset({"subject", "patient"}), hidden_labels=frozenset({"HIV", "PSY"})),
+    Grant(patients=frozenset({"p3"}), sources=frozenset({"org-b"}),
+          params=frozenset({"subject"}), types=frozenset({"Observation", "Patient"})),
+))
+GRANTS_ONLY = Restriction(sources=frozenset(), grants=GRANTED.grants)
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 
 
@@ -99,6 +115,20 @@ def cases() -> Iterator[tuple[str, SearchQuery]]:
                                 sort=(SortKey("p", kind), SortKey("p", kind, True)))
     yield "sort _id, -_lastUpdated", q("Observation", sort=(
         SortKey("_id", "token"), SortKey("_lastUpdated", "date", True)), restriction=RESTRICTED)
+    yield "grants", q("Observation", TokenMatch("code", "x"), restriction=GRANTED)
+    yield "grants only", q("Observation", restriction=GRANTED)
+    yield "grants without base sources", q("Observation", restriction=GRANTS_ONLY)
+    yield "grants on Patient", q("Patient", StringMatch("name", "wang"), restriction=GRANTED)
+    yield "grants on Patient only", q("Patient", restriction=GRANTS_ONLY)
+    yield "grants, patient and code", q(
+        "Observation", ReferenceMatch("subject", "p1", "Patient"), TokenMatch("code", "x"),
+        restriction=GRANTED)
+    yield "grants and chain", q("Observation", ChainMatch(
+        "subject", "Patient", TokenMatch("identifier", "110", "urn:id")), restriction=GRANTED)
+    yield "grants, chain as a filter", q("Observation", IdMatch(("o1",)), ChainMatch(
+        "subject", "Patient", TokenMatch("identifier", "110", "urn:id")), restriction=GRANTED)
+    yield "grants and sort", q("Observation", TokenMatch("code", "x"), sort=(
+        SortKey("date", "date", True), SortKey("_id", "token")), restriction=GRANTED)
 
 
 CASES = list(cases())
@@ -191,14 +221,94 @@ def test_read_many_uses_the_key_index(db: sqlite3.Connection) -> None:
     {"since": DATE_MIN},
     {"since": DATE_MIN, "before": DATE_MAX},
 ])
-def test_history_uses_indexes_without_sorting(db: sqlite3.Connection, scope: dict) -> None:
+@pytest.mark.parametrize("restriction", [RESTRICTED, GRANTED, GRANTS_ONLY],
+                         ids=["restricted", "granted", "grants only"])
+def test_history_uses_indexes_without_sorting(db: sqlite3.Connection, scope: dict,
+                                              restriction: Restriction) -> None:
     page, count = history_statements(**{"resource_type": None, "id": None, "since": None,
                                         "before": None, **scope},
-                                     limit=50, offset=0, restriction=RESTRICTED)
+                                     limit=50, offset=0, restriction=restriction)
     for statement in (page, count):
         details = plan(db, statement.sql, statement.params)
         assert not scans(details), details
         assert not any("TEMP B-TREE" in d for d in details), details
+
+
+@pytest.mark.parametrize("restriction", [GRANTED, GRANTS_ONLY], ids=["granted", "grants only"])
+@pytest.mark.parametrize("rtype", ["Observation", "Patient"])
+def test_reads_with_grants_use_indexes_only(db: sqlite3.Connection, restriction: Restriction,
+                                            rtype: str) -> None:
+    statements = [read_statement(rtype, "o1", restriction),
+                  read_version_statement(rtype, "o1", 2, restriction),
+                  read_many_statement(rtype, [f"o{i}" for i in range(300)], restriction)]
+    for statement in statements:
+        details = plan(db, statement.sql, statement.params)
+        assert not scans(details), details
+    many = plan(db, statements[2].sql, statements[2].params)
+    assert any("resources_key (type=? AND id=?)" in d for d in many), many
+
+
+def test_grant_membership_probes_the_seq_index(db: sqlite3.Connection) -> None:
+    """A grant filters the driver's candidates: one probe of the row's
+    reference entries (``(seq, …)``) per distinct set of patients, never a
+    range of the reference index by patient."""
+    query = q("Observation", TokenMatch("code", "c", "s"), restriction=GRANTED)
+    statement = compile_search(query, limit=51)
+    details = plan(db, statement.sql, statement.params)
+    assert "SEARCH r USING INTEGER PRIMARY KEY (rowid=?)" in details
+    probes = [d for d in details if "idx_reference_seq (seq=?)" in d]
+    assert len(probes) == len(GRANTED.grants), details
+    assert not any("TEMP B-TREE" in d for d in details), details
+
+
+def test_grants_for_one_person_share_one_membership_probe(db: sqlite3.Connection) -> None:
+    consent, glass = (Grant(patients=frozenset({"p1", "p2"}), sources=frozenset({src}),
+                            params=frozenset({"subject"}), hidden_labels=hidden)
+                      for src, hidden in (("org-b", frozenset({"HIV"})), ("org-c", frozenset())))
+    query = q("Observation", TokenMatch("code", "c", "s"), restriction=Restriction(
+        sources=frozenset({"org-a"}), grants=(consent, glass)))
+    statement = compile_search(query, limit=51)
+    assert statement.sql.count("EXISTS (SELECT 1 FROM idx_reference") == 1
+    # and grants alike but for their patients become one
+    other = Grant(patients=frozenset({"p9"}), sources=frozenset({"org-b"}),
+                  params=frozenset({"subject"}), hidden_labels=frozenset({"HIV"}))
+    joined = compile_search(q("Observation", restriction=Restriction(
+        sources=frozenset({"org-a"}), grants=(consent, other))), limit=5)
+    assert joined.sql.count("EXISTS") == 1 and {"p1", "p2", "p9"} <= set(joined.params)
+
+
+def test_a_search_by_the_granted_patients_needs_no_membership_probe(
+        db: sqlite3.Connection) -> None:
+    """``subject=Patient/p1,Patient/p2`` already places every match with the
+    consent's patients: the grant is only its source and label tests."""
+    linked = SearchQuery("Observation", (AnyOf((ReferenceMatch("subject", "p1", "Patient"),
+                                               ReferenceMatch("subject", "p2", "Patient"))),),
+                         restriction=GRANTED)
+    statement = compile_search(linked, limit=51)
+    details = plan(db, statement.sql, statement.params)
+    assert not scans(details)
+    assert statement.sql.count("EXISTS") == 1  # the second grant (p3) still probes
+    untyped = SearchQuery("Observation", (AnyOf((ReferenceMatch("subject", "p1"),)),),
+                          restriction=GRANTED)
+    assert compile_search(untyped, limit=51).sql.count("EXISTS") == 2
+    not_granted = SearchQuery("Observation", (AnyOf((ReferenceMatch("performer", "p1",
+                                                                    "Patient"),)),),
+                              restriction=GRANTED)
+    assert compile_search(not_granted, limit=51).sql.count("EXISTS") == 2
+
+
+def test_grants_that_cannot_apply_are_left_out() -> None:
+    """Type tests are resolved at compile time: an Encounter search carries
+    only the grant without ``types``; a Patient one tests the id itself."""
+    encounter = compile_search(q("Encounter", restriction=GRANTED), limit=5).sql
+    assert encounter.count("EXISTS") == 1 and "r.type IN" not in encounter
+    patient = compile_search(q("Patient", restriction=GRANTED), limit=5).sql
+    assert patient.count("EXISTS") == 2
+    assert patient.count("r.id IN (?, ?)") + patient.count("r.id = ?") == 2
+    # no base sources and no grant for the type: nothing is visible
+    nothing = compile_search(q("Encounter", restriction=Restriction(
+        sources=frozenset(), grants=GRANTED.grants[1:])), limit=5)
+    assert "AND 0 ORDER BY" in nothing.sql and "org-b" not in nothing.params
 
 
 def test_detector_catches_a_table_scan(db: sqlite3.Connection) -> None:

@@ -22,6 +22,7 @@ from hie.store.query import (
     ChainMatch,
     Condition,
     DateMatch,
+    Grant,
     IdMatch,
     LastUpdatedMatch,
     MissingMatch,
@@ -286,19 +287,113 @@ def compile_any_of(any_of: AnyOf, resource_type: str, chains: ChainTargets) -> F
     return terms[0] if len(terms) == 1 else {"$or": terms}
 
 
-def restriction_filter(restriction: Restriction | None) -> Filter:
-    """The caller's restriction as filter clauses on ``source`` and ``labels``.
+# -- the caller's restriction ----------------------------------------------
 
-    Applies to resource documents and version documents alike (both carry them).
+PATIENT = "Patient"
+
+# Matches nothing (a restriction nothing passes); ``source`` keeps it clear of
+# the ``_id`` a read puts beside it.
+NOTHING: Filter = {"source": {"$in": []}}
+
+
+def restriction_filter(restriction: Restriction | None, resource_type: str | None = None, *,
+                       members: list[list[int]] | None = None) -> Filter:
+    """The caller's restriction: the base rule OR any grant (see
+    :class:`~hie.store.query.Restriction`), as top-level keys to add to a filter.
+
+    Without grants this is ``{source: {$in}, labels: {$nin}}``; with grants an
+    ``$or`` of the base clause and one clause per grant (:func:`grant_filter`).
+    ``resource_type``, when every document filtered has that type, resolves
+    the grants' type tests here. On ``resources`` documents a grant's patients
+    are matched in the document itself; ``versions`` documents carry no index
+    entries, so for them pass ``members``: per grant, the ``seq`` of the
+    resources that belong to its patients (:func:`hie.store.mongo.visibility.
+    grant_members`).
     """
     if restriction is None:
         return {}
+    base = _base_filter(restriction)
+    if base == {}:  # everything passes the base rule: grants add nothing
+        return {}
+    terms = [] if base is None else [base]
+    for n, grant in enumerate(restriction.grants):
+        clause = grant_filter(grant, resource_type, None if members is None else members[n])
+        if clause is not None:
+            terms.append(clause)
+    if not terms:
+        return dict(NOTHING)
+    if len(terms) == 1 and terms[0] is base:
+        return base
+    # always an $or: a grant clause may hold _id or seq, which must not meet
+    # the _id of a read or a paging bound at the top level
+    return {"$or": terms}
+
+
+def _base_filter(restriction: Restriction) -> Filter | None:
+    """The base rule's clauses; None when nothing passes it."""
     clauses: Filter = {}
     if restriction.sources is not None:
+        if not restriction.sources and restriction.grants:
+            return None
         clauses["source"] = {"$in": sorted(_text(s) for s in restriction.sources)}
     if restriction.hidden_labels:
         clauses["labels"] = {"$nin": sorted(_text(s) for s in restriction.hidden_labels)}
     return clauses
+
+
+def grant_filter(grant: Grant, resource_type: str | None,
+                 members: list[int] | None = None) -> Filter | None:
+    """``{source: {$in}, labels: {$nin}, type: {$in}?, <membership>}`` of one
+    grant, or None when it cannot open a document of ``resource_type``.
+
+    Membership on a resource document is ``$or`` of ``_id`` in the patients'
+    keys (it is one of those Patients) and a ``ref`` entry whose ``p`` is a
+    granted parameter pointing at ``Patient/<one of them>``; with ``members``
+    it is ``seq`` in those resolved sequences instead.
+    """
+    if not grant.sources or not grant.patients or not may_open(grant, resource_type):
+        return None
+    clause: Filter = {"source": {"$in": sorted(_text(s) for s in grant.sources)}}
+    if grant.hidden_labels:
+        clause["labels"] = {"$nin": sorted(_text(s) for s in grant.hidden_labels)}
+    if grant.types is not None and resource_type is None:
+        clause["type"] = {"$in": sorted(_text(t) for t in grant.types)}
+    if members is not None:
+        if not members:
+            return None
+        clause["seq"] = {"$in": sorted(members)}
+        return clause
+    member = membership_filter(grant, resource_type)
+    if member is None:
+        return None
+    clause.update(member)
+    return clause
+
+
+def membership_filter(grant: Grant, resource_type: str | None) -> Filter | None:
+    """Resource documents (of ``resource_type`` when known) that belong to the
+    grant's patients, or None when none can. Served by ``_id`` and the
+    ``ref_target`` index (``ref_patient`` when the type is not known)."""
+    patients = sorted(_text(p) for p in grant.patients)
+    terms: list[Filter] = []
+    if resource_type is None or resource_type == PATIENT:
+        terms.append({"_id": {"$in": [doc_key(PATIENT, p) for p in patients]}})
+    if grant.params:
+        params = sorted(_text(p) for p in grant.params)
+        terms.append({ARRAY_OF_KIND["reference"]: {"$elemMatch": {
+            "p": params[0] if len(params) == 1 else {"$in": params},
+            "i": patients[0] if len(patients) == 1 else {"$in": patients},
+            "t": PATIENT}}})
+    if not terms:
+        return None
+    return terms[0] if len(terms) == 1 else {"$or": terms}
+
+
+def may_open(grant: Grant, resource_type: str | None) -> bool:
+    """Whether ``grant.types`` admit ``resource_type`` (any type when unknown)."""
+    if grant.types is None:
+        return True
+    return bool(grant.types) and (resource_type is None or resource_type in grant.types)
 
 
 def compile_query(query: SearchQuery, chains: ChainTargets | None = None) -> Filter:
@@ -309,7 +404,7 @@ def compile_query(query: SearchQuery, chains: ChainTargets | None = None) -> Fil
     """
     resolved: ChainTargets = chains or {}
     flt: Filter = {"type": _text(query.resource_type), "deleted": False}
-    flt.update(restriction_filter(query.restriction))
+    flt.update(restriction_filter(query.restriction, query.resource_type))
     clauses = [compile_any_of(a, query.resource_type, resolved) for a in query.where]
     if clauses:
         flt["$and"] = clauses

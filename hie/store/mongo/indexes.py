@@ -51,6 +51,9 @@ RESOURCE_INDEXES: tuple[IndexSpec, ...] = (
     # references: by target id (then type), also for chains ($in of target ids)
     # and _revinclude.
     _r("ref_target", ("type", ASC), ("ref.p", ASC), ("ref.i", ASC), ("ref.t", ASC)),
+    # a grant's patients across all types: which resources belong to them, for
+    # the system history of a caller with grants (see visibility.py)
+    _r("ref_patient", ("ref.i", ASC), ("ref.t", ASC), ("ref.p", ASC)),
     _r("uri_value", ("type", ASC), ("uri.p", ASC), ("uri.u", ASC)),
 )
 

@@ -29,6 +29,7 @@ from hie.store.mongo.documents import RESOURCE_FIELDS, to_stored, version_key
 from hie.store.mongo.indexes import ALL_INDEXES
 from hie.store.mongo.search import COUNTER_ID, Collections
 from hie.store.mongo.transaction import WRITE_CONCERN, run_transaction
+from hie.store.mongo.visibility import grant_members
 from hie.store.query import Cursor, Page, Restriction, SearchQuery
 
 T = TypeVar("T")
@@ -117,16 +118,23 @@ class MongoStore:
                    restriction: Restriction | None = None) -> StoredResource | None:
         """Return the current version (a tombstone if deleted) or None."""
         doc = await self._guard(self._cols.resources.find_one(
-            {"_id": doc_key(resource_type, id), **restriction_filter(restriction)},
+            {"_id": doc_key(resource_type, id),
+             **restriction_filter(restriction, resource_type)},
             RESOURCE_FIELDS))
         return to_stored(doc) if doc else None
 
     async def read_version(self, resource_type: str, id: str, version: int, *,
                            restriction: Restriction | None = None) -> StoredResource | None:
-        """Return one version (possibly a tombstone) or None."""
+        """Return one version (possibly a tombstone) or None.
+
+        Visible by the version's own source and labels; a grant decides its
+        patient by the current document of the resource (see :mod:`.visibility`).
+        """
+        members = await self._guard(grant_members(
+            self._cols, restriction, {"_id": doc_key(resource_type, id)}, resource_type))
         doc = await self._guard(self._cols.versions.find_one(
             {"_id": version_key(resource_type, id, int(version)),
-             **restriction_filter(restriction)}))
+             **restriction_filter(restriction, resource_type, members=members)}))
         return to_stored(doc) if doc else None
 
     async def read_many(self, keys: Iterable[tuple[str, str]], *,
@@ -156,15 +164,18 @@ class MongoStore:
         """Return versions newest first and the total number that match.
 
         ``since`` is inclusive, ``before`` exclusive; the restriction applies to
-        each version (its own source and labels).
+        each version (its own source and labels; a grant's patients are those
+        of the resource's current document, see :mod:`.visibility`).
         """
         if id is not None and resource_type is None:
             raise ValueError("history of one id needs its resource type")
         flt: dict[str, Any] = {}
+        scope: dict[str, Any] = {}
         if resource_type is not None:
-            flt["type"] = resource_type
+            flt["type"] = scope["type"] = resource_type
             if id is not None:
                 flt["id"] = id
+                scope = {"_id": doc_key(resource_type, id)}
         lu: dict[str, str] = {}
         if since is not None:
             lu["$gte"] = since
@@ -172,7 +183,9 @@ class MongoStore:
             lu["$lt"] = before
         if lu:
             flt["lu"] = lu
-        flt.update(restriction_filter(restriction))
+        members = await self._guard(grant_members(self._cols, restriction, scope,
+                                                   resource_type))
+        flt.update(restriction_filter(restriction, resource_type, members=members))
         if id is not None and resource_type is not None:
             order = [("version", -1)]
         else:

@@ -8,7 +8,8 @@ supported condition, sort, count and restriction is answered from indexes
 PLAN``).
 
 Modules: :mod:`.schema` (tables, versioned upgrades, connection settings),
-:mod:`.conditions` and :mod:`.compile` (``SearchQuery`` → SQL), :mod:`.planner`
+:mod:`.conditions` and :mod:`.compile` (``SearchQuery`` → SQL), :mod:`.restriction`
+(what a caller may see, grants included, as SQL on a row), :mod:`.planner`
 (which condition drives, by probing), :mod:`.records` and :mod:`.writes`
 (reading and writing versions on a connection), :mod:`.store` (the async store:
 threads, transactions).

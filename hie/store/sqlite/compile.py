@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
 from hie.store.query import Cursor, SearchQuery, SortKey
-from hie.store.sqlite.conditions import Compiled, Context, compile_any_of, restriction_sql
+from hie.store.sqlite.conditions import Compiled, Context, compile_any_of
+from hie.store.sqlite.restriction import implied_patients, restriction_sql
 
 #: What drives a search: ``"rank"`` (the most selective-looking condition,
 #: by rank), the position of a group in ``where`` (chosen by probing, see
@@ -85,7 +86,8 @@ def compile_where(query: SearchQuery, *, after_seq: int = 0, max_seq: int | None
         if part is not chosen:
             terms.append(part.predicate)
             params += part.params
-    visible, vparams = restriction_sql("r", query.restriction)
+    visible, vparams = restriction_sql("r", query.restriction, query.resource_type,
+                                       implied=implied_patients(query.where))
     if visible != "1":
         terms.append(visible)
         params += vparams

@@ -40,6 +40,7 @@ from hie.store.query import (
     TokenMatch,
     UriMatch,
 )
+from hie.store.sqlite.restriction import restriction_sql
 
 #: Rank of a condition that cannot drive a search.
 UNDRIVABLE = 100
@@ -84,25 +85,6 @@ class Context:
 
     def alias(self, stem: str) -> str:
         return f"{stem}{next(self._names)}"
-
-
-def restriction_sql(alias: str, restriction: Restriction | None) -> tuple[str, list[Any]]:
-    """The visibility test of ``restriction`` on a resources/versions row."""
-    if restriction is None:
-        return "1", []
-    terms: list[str] = []
-    params: list[Any] = []
-    if restriction.sources is not None:
-        if not restriction.sources:
-            return "0", []
-        terms.append(f"{alias}.source IN ({_marks(len(restriction.sources))})")
-        params += sorted(restriction.sources)
-    if restriction.hidden_labels:
-        # labels is "|code|code|" (or NULL), so a hidden code is a substring test
-        hidden = " AND ".join(f"instr({alias}.labels, ?) = 0" for _ in restriction.hidden_labels)
-        terms.append(f"({alias}.labels IS NULL OR ({hidden}))")
-        params += [f"|{code}|" for code in sorted(restriction.hidden_labels)]
-    return (" AND ".join(terms) or "1"), params
 
 
 def compile_any_of(group: AnyOf, rtype: str, alias: str, ctx: Context) -> Compiled:
@@ -288,7 +270,7 @@ def _chain(cond: ChainMatch, rtype: str, alias: str, ctx: Context) -> Compiled:
     resource satisfying ``inner``."""
     t = ctx.alias("t")
     inner = compile_any_of(AnyOf((cond.inner,)), cond.target_type, t, ctx)
-    visible, vparams = restriction_sql(t, ctx.restriction)
+    visible, vparams = restriction_sql(t, ctx.restriction, cond.target_type)
     if inner.seq_sets:
         sets = [s.sql() for s in inner.seq_sets]
         union = " UNION ALL ".join(sql for sql, _ in sets)
@@ -305,7 +287,7 @@ def _chain(cond: ChainMatch, rtype: str, alias: str, ctx: Context) -> Compiled:
         (rtype, cond.param, cond.target_type, *tparams, *vparams))
     y, u = ctx.alias("x"), ctx.alias("t")
     inner_on_u = compile_any_of(AnyOf((cond.inner,)), cond.target_type, u, ctx)
-    visible_u, vparams_u = restriction_sql(u, ctx.restriction)
+    visible_u, vparams_u = restriction_sql(u, ctx.restriction, cond.target_type)
     predicate = (
         f"EXISTS (SELECT 1 FROM idx_reference {y} JOIN resources {u} "
         f"ON {u}.type = {y}.target_type AND {u}.id = {y}.target_id "

@@ -15,7 +15,7 @@ from typing import Any
 from hie.store.base import StoredResource
 from hie.store.query import Restriction
 from hie.store.sqlite.compile import Statement
-from hie.store.sqlite.conditions import restriction_sql
+from hie.store.sqlite.restriction import restriction_sql
 
 #: Most values bound in one ``IN (…)`` (well below SQLite's variable limit).
 CHUNK = 500
@@ -26,7 +26,6 @@ _VERSION = ("SELECT v.seq, v.type, v.id, v.version, v.last_updated, v.deleted, v
             "v.body, v.labels FROM versions v")
 
 
-
 def to_stored(row: tuple[Any, ...]) -> StoredResource:
     """A row ``(seq, type, id, version, last_updated, deleted, source, body, …)``."""
     seq, rtype, rid, version, last_updated, deleted, source, body = row[:8]
@@ -35,33 +34,38 @@ def to_stored(row: tuple[Any, ...]) -> StoredResource:
                           source=source, seq=seq)
 
 
-def visible(source: str | None, labels: str | None, restriction: Restriction | None) -> bool:
-    """The restriction test of :func:`conditions.restriction_sql`, in Python."""
-    if restriction is None:
-        return True
-    if restriction.sources is not None and source not in restriction.sources:
-        return False
-    if labels and restriction.hidden_labels:
-        return not (set(labels.strip("|").split("|")) & restriction.hidden_labels)
-    return True
-
-
 def read_current(conn: sqlite3.Connection, resource_type: str, id: str,
                  restriction: Restriction | None) -> StoredResource | None:
-    row = conn.execute(f"{_CURRENT} WHERE r.type = ? AND r.id = ?",
-                       (resource_type, id)).fetchone()
-    if row is None or not visible(row[6], row[8], restriction):
-        return None
-    return to_stored(row)
+    """The current version (a tombstone if deleted), or None when it does not
+    exist or the restriction hides it (tested in the same statement)."""
+    statement = read_statement(resource_type, id, restriction)
+    row = conn.execute(statement.sql, statement.params).fetchone()
+    return None if row is None else to_stored(row)
+
+
+def read_statement(resource_type: str, id: str, restriction: Restriction | None) -> Statement:
+    """The statement of :func:`read_current`."""
+    allowed, params = restriction_sql("r", restriction, resource_type)
+    return Statement(f"{_CURRENT} WHERE r.type = ? AND r.id = ? AND {allowed}",
+                     (resource_type, id, *params))
 
 
 def read_version(conn: sqlite3.Connection, resource_type: str, id: str, version: int,
                  restriction: Restriction | None) -> StoredResource | None:
-    row = conn.execute(f"{_VERSION} WHERE v.type = ? AND v.id = ? AND v.version = ?",
-                       (resource_type, id, version)).fetchone()
-    if row is None or not visible(row[6], row[8], restriction):
-        return None
-    return to_stored(row)
+    """One version, visible by its own source and labels (and, for a grant,
+    the current index rows of its resource)."""
+    statement = read_version_statement(resource_type, id, version, restriction)
+    row = conn.execute(statement.sql, statement.params).fetchone()
+    return None if row is None else to_stored(row)
+
+
+def read_version_statement(resource_type: str, id: str, version: int,
+                           restriction: Restriction | None) -> Statement:
+    """The statement of :func:`read_version`."""
+    allowed, params = restriction_sql("v", restriction, resource_type)
+    return Statement(
+        f"{_VERSION} WHERE v.type = ? AND v.id = ? AND v.version = ? AND {allowed}",
+        (resource_type, id, version, *params))
 
 
 def read_many(conn: sqlite3.Connection, keys: Iterable[tuple[str, str]],
@@ -73,9 +77,8 @@ def read_many(conn: sqlite3.Connection, keys: Iterable[tuple[str, str]],
     out: list[StoredResource] = []
     for rtype, ids in by_type.items():
         for i in range(0, len(ids), CHUNK):
-            chunk = ids[i:i + CHUNK]
-            rows = conn.execute(read_many_sql(len(chunk)), (rtype, *chunk))
-            out += [to_stored(row) for row in rows if visible(row[6], row[8], restriction)]
+            statement = read_many_statement(rtype, ids[i:i + CHUNK], restriction)
+            out += [to_stored(row) for row in conn.execute(statement.sql, statement.params)]
     return out
 
 
@@ -84,6 +87,14 @@ def read_many_sql(n: int) -> str:
     keeps the planner on the ``(type, id)`` index: ``(type, deleted)`` looks
     as selective to it and would walk every resource of the type."""
     return f"{_CURRENT} WHERE r.type = ? AND r.id IN ({', '.join('?' * n)}) AND +r.deleted = 0"
+
+
+def read_many_statement(resource_type: str, ids: list[str],
+                        restriction: Restriction | None) -> Statement:
+    """:func:`read_many_sql` for ``ids`` with the restriction in the statement."""
+    allowed, params = restriction_sql("r", restriction, resource_type)
+    return Statement(f"{read_many_sql(len(ids))} AND {allowed}",
+                     (resource_type, *ids, *params))
 
 
 def fetch_page(conn: sqlite3.Connection, statement: Statement) -> list[StoredResource]:
@@ -133,7 +144,7 @@ def history_statements(*, resource_type: str | None, id: str | None, since: str 
     if before is not None:
         terms.append("v.last_updated < ?")
         params.append(before)
-    allowed, rparams = restriction_sql("v", restriction)
+    allowed, rparams = restriction_sql("v", restriction, resource_type)
     terms.append(allowed)
     params += rparams
     where = " AND ".join(terms)
