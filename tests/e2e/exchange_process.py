@@ -110,3 +110,78 @@ class HospitalSystem:
 
 # The e2e fixtures' name for a running exchange and its registered hospital.
 Exchange = HospitalSystem
+
+
+# -- several processes on one region: the exchange and a standalone consent service --
+
+
+@dataclass
+class ServiceProcess:
+    """A server process started for a test, its base URL and its log file."""
+
+    name: str
+    base: str
+    process: subprocess.Popen
+    log: Path
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def stop(self) -> None:
+        """Terminate the process (SIGTERM, then SIGKILL after 10 s) and wait for it."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def start_service(name: str, command: list[str], env: dict[str, str], base: str,
+                  log: Path, *, timeout: float = 30) -> ServiceProcess:
+    """Start ``command`` (output to ``log``) and wait until ``{base}/healthz`` answers
+    200; the process is stopped again if it does not."""
+    with log.open("ab") as out:
+        proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    service = ServiceProcess(name, base, proc, log)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited early:\n{service.output()}")
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    return service
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not become healthy in {timeout} s:\n"
+                                   f"{service.output()}")
+            time.sleep(0.05)
+    except BaseException:
+        service.stop()
+        raise
+
+
+def start_consent_service(folder: Path, port: int, exchange_base: str) -> ServiceProcess:
+    """``hie-consent serve`` on 127.0.0.1:``port`` over the exchange's state in
+    ``folder`` (same store, key folder and ``HIE_BASE_URL`` as the exchange at
+    ``exchange_base``). Stop it with :meth:`ServiceProcess.stop`."""
+    command = [str(Path(sys.executable).parent / "hie-consent"), "serve", "--host",
+               "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    return start_service("hie-consent serve", command, exchange_env(folder, exchange_base),
+                         f"http://127.0.0.1:{port}", folder / "consent-service.log")
+
+
+def start_exchange(folder: Path, port: int, **env: str) -> ServiceProcess:
+    """``hie serve`` on 127.0.0.1:``port`` over the state in ``folder``, with extra
+    ``HIE_*`` variables (``HIE_CONSENT_URL=…`` for a remote consent service)."""
+    base = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "hie", "serve", "--host", "127.0.0.1", "--port",
+               str(port), "--log-level", "warning"]
+    return start_service("hie serve", command, exchange_env(folder, base) | env, base,
+                         folder / "exchange.log")
