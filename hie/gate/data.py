@@ -36,6 +36,8 @@ import orjson
 
 from consent.data import CONSENT_SOURCE, DataConflict, next_meta, same_requester
 from consent.policy import PERSON_SYSTEM, person_of
+from hie.audit.chain import append_in_tx
+from hie.audit.model import AuditRecord
 from hie.context import INTERNAL_SOURCE
 from hie.fhir.search.extract import extract
 from hie.fhir.writes import instant, stamp_now
@@ -177,8 +179,20 @@ class StoreConsentData:
     Reads go to the store unrestricted — the consent service is the one reader
     of these records, and the routes decide who may call it."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, organization: str | None = None) -> None:
         self.store = store
+        #: who acts, for the audit records of the writes (a hospital calling the
+        #: consultation API); None: the patient or the exchange itself
+        self.organization = organization
+
+    def _audit(self, interaction: str, person: str, resource_type: str, id_: str,
+               detail: str, **fields: Any) -> AuditRecord:
+        """The audit record of one consent-service write (appended in its
+        transaction, like every write's)."""
+        return AuditRecord(interaction=interaction, outcome="permit", person=person,
+                           organization=fields.pop("organization", self.organization),
+                           resource_type=resource_type, resource_ids=(f"{resource_type}/{id_}",),
+                           detail=detail, **fields)
 
     async def _all(self, query: SearchQuery) -> list[StoredResource]:
         found: list[StoredResource] = []
@@ -214,6 +228,8 @@ class StoreConsentData:
                                last_updated=instant(stamp))
             await tx.put(WriteRecord("Consent", id_, version + 1, stamp, orjson.dumps(stored),
                                      source=CONSENT_SOURCE, index=_index(stored, person)))
+            await append_in_tx(tx, [self._audit(
+                "consent", person, "Consent", id_, f"consent {stored.get('status')}")])
             return stored
 
         return await self.store.transact(run)
@@ -250,6 +266,9 @@ class StoreConsentData:
                                     "source": CONSENT_SOURCE}
                 await tx.put(WriteRecord(rtype, c.id, version, stamp, orjson.dumps(resource),
                                          source=CONSENT_SOURCE, index=_index(resource, c.person)))
+            await append_in_tx(tx, [self._audit(
+                "consultation", c.person, "ServiceRequest", c.id,
+                f"consultation {c.status}" + (" (approved)" if c.approved else ""))])
             return c.model_copy(update={"version": versions[0]})
 
         return await self.store.transact(run)
@@ -289,6 +308,11 @@ class StoreConsentData:
             await tx.put(WriteRecord(BREAK_GLASS, s.id, version, stamp_now(),
                                      s.model_dump_json().encode(), source=INTERNAL_SOURCE,
                                      index=index))
+            await append_in_tx(tx, [self._audit(
+                "break-the-glass", s.person, BREAK_GLASS, s.id,
+                "break-the-glass reviewed" if s.reviewed else "break-the-glass opened",
+                organization=s.organization, practitioner=s.practitioner,
+                purpose_of_use="ETREAT", reason=s.reason)])
             return s
 
         return await self.store.transact(run)
