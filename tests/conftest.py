@@ -13,6 +13,10 @@ from fastapi import FastAPI
 from hie.app import create_app
 from hie.config import Settings
 
+#: ``store``: an opened store of each back end (tests/backends.py), for every
+#: store-backed test package.
+pytest_plugins = ["backends"]
+
 BASE = "http://testserver"
 #: The organisation the default ``client`` acts as.
 ORG = "local"

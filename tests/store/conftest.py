@@ -12,10 +12,7 @@ suite depends on nothing but the store interface.
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import orjson
 import pytest
@@ -23,11 +20,6 @@ import pytest
 from hie.store.base import Store, Transaction, WriteRecord
 from hie.store.index import IndexEntries
 from hie.store.query import SearchQuery
-
-BACKENDS = ["sqlite", "mongo"]
-MONGODB_URL = os.environ.get("HIE_TEST_MONGODB_URL", "")
-if MONGODB_URL:
-    BACKENDS.append("mongo-real")
 
 _EPOCH = datetime(2024, 1, 1)
 
@@ -76,28 +68,3 @@ class Records:
 @pytest.fixture
 def records() -> Records:
     return Records()
-
-
-async def _open(backend: str, tmp_path: Path) -> Store:
-    if backend == "sqlite":
-        from hie.store.sqlite import SQLiteStore
-
-        store: Store = SQLiteStore(str(tmp_path / "store" / "hie.db"))
-        await store.open()
-        return store
-    if backend == "mongo":
-        from store.mongo_double import open_double_store
-
-        return await open_double_store()
-    from store.mongo_double import open_real_store
-
-    return await open_real_store(MONGODB_URL)
-
-
-@pytest.fixture(params=BACKENDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await _open(request.param, tmp_path)
-    try:
-        yield opened
-    finally:
-        await opened.close()
