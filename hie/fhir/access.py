@@ -109,8 +109,12 @@ class Access:
         if self.gate is not None:
             if self.gate.break_the_glass:
                 detail = "break-the-glass"
-            if outcome == "permit" and self.gate.denied and self.count == 0:
-                outcome, detail = "deny", "consent refused"
+            refusal = self.gate.refusal
+            if outcome == "permit" and refusal is not None:
+                if self.count == 0:
+                    outcome, detail = "deny", refusal
+                else:  # own records returned, other hospitals' withheld
+                    detail = f"{refusal} for other hospitals' records"
         return from_context(self.ctx, interaction=self.interaction,  # type: ignore[arg-type]
                             outcome=outcome, status=status, detail=detail,
                             patient_refs=tuple(list(patients)[:MAX_LISTED]),

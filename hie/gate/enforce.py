@@ -116,6 +116,17 @@ class Gate:
         """Whether a decision for another hospital's records said no."""
         return any(not d.permit for d in self.decisions.values())
 
+    @property
+    def refusal(self) -> str | None:
+        """Why other hospitals' records were withheld, for the audit record: the
+        consent service could not be asked, or the patient's consent says no."""
+        refused = [d for d in self.decisions.values() if not d.permit]
+        if not refused:
+            return None
+        if any(b.code == "consent-unavailable" for d in refused for b in d.basis):
+            return "consent service unavailable"
+        return "consent refused"
+
 
 def patients_of_query(query: SearchQuery) -> list[str]:
     """The Patient ids a search filters on (its patient context)."""
