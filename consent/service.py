@@ -15,13 +15,21 @@ exist, so ids cannot be probed.
 from __future__ import annotations
 
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from consent import engine
 from consent.data import ConsentData, DataConflict
-from consent.policy import build_consent, build_refusal, withdraw
+from consent.policy import (
+    ConsentError,
+    Policy,
+    build_consent,
+    build_refusal,
+    parse_consent,
+    withdraw,
+)
 from schemas.consent import (
     ETREAT,
     BreakGlass,
@@ -94,10 +102,38 @@ def _with_session(response: DecisionResponse, session: BreakGlass,
     return response.model_copy(update={"expires": expires, "basis": basis})
 
 
+#: Parsed consents by (id, version, last update): a changed Consent (a withdrawal
+#: included) has a new version, so a cached policy is never a stale one.
+_POLICIES: OrderedDict[tuple[Any, ...], Policy] = OrderedDict()
+_POLICY_CACHE = 10_000
+
+
+def _policies(consents: list[dict[str, Any]]) -> list[dict[str, Any] | Policy]:
+    """The consents as parsed policies, parsing each version once (a Consent
+    that cannot be read is passed on as it is, for the engine to refuse)."""
+    out: list[dict[str, Any] | Policy] = []
+    for consent in consents:
+        meta = consent.get("meta") or {}
+        key = (consent.get("id"), meta.get("versionId"), meta.get("lastUpdated"))
+        policy = _POLICIES.get(key) if key[0] and key[1] else None
+        if policy is None:
+            try:
+                policy = parse_consent(consent)
+            except ConsentError:
+                out.append(consent)
+                continue
+            if key[0] and key[1]:
+                _POLICIES[key] = policy
+                if len(_POLICIES) > _POLICY_CACHE:
+                    _POLICIES.popitem(last=False)
+        out.append(policy)
+    return out
+
+
 def _run_engine(request: DecisionRequest, consents: list[dict[str, Any]],
                 consultations: list[Consultation], hours: float,
                 now: datetime) -> DecisionResponse:
-    return engine.decide(request, consents=consents, consultations=consultations,
+    return engine.decide(request, consents=_policies(consents), consultations=consultations,
                          break_glass_hours=hours, now=now)
 
 

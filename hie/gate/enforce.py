@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from hie.context import RequestContext, organization_source
-from hie.identity.service import patient_ids_of_person, person_id_of
+from hie.identity.service import load_link, load_person
 from hie.store.base import Store
 from hie.store.query import Grant, IdMatch, ReferenceMatch, Restriction, SearchQuery
 from schemas.consent import DecisionRequest, DecisionResponse
@@ -53,6 +53,7 @@ class Gate:
     client: ConsentClient | None
     base: Restriction
     decisions: dict[str, DecisionResponse] = field(default_factory=dict)  # by person
+    members: dict[str, list[str]] = field(default_factory=dict)  # person -> Patient ids
     patients: dict[str, None] = field(default_factory=dict)  # context Patient refs
     restriction: Restriction | None = None
 
@@ -68,9 +69,10 @@ class Gate:
             self.patients[f"Patient/{pid}"] = None
             if not self.may_cross:
                 continue
-            person = await person_id_of(self.store, pid)
-            if person is None or person in self.decisions:
+            found = await _person_of(self.store, pid)
+            if found is None or found[0] in self.decisions:
                 continue
+            person, self.members[person] = found
             self.decisions[person] = await self._decide(person)
         self.restriction = await self._compile()
         return self.restriction
@@ -93,7 +95,7 @@ class Gate:
                                 if o != own)
             if not sources:
                 continue
-            patients = frozenset(await patient_ids_of_person(self.store, person))
+            patients = frozenset(self.members[person])
             grants.append(Grant(
                 patients=patients, sources=sources, params=COMPARTMENT_PARAMS,
                 hidden_labels=frozenset(decision.hidden_labels),
@@ -126,6 +128,17 @@ class Gate:
         if any(b.code == "consent-unavailable" for d in refused for b in d.basis):
             return "consent service unavailable"
         return "consent refused"
+
+
+async def _person_of(store: Store, patient_id: str) -> tuple[str, list[str]] | None:
+    """The regional person of a Patient and the person's Patients, in two reads."""
+    link = await load_link(store, patient_id)
+    if link is None:
+        return None
+    person = await load_person(store, link.person_id)
+    if person is None:
+        return link.person_id, [patient_id]
+    return person.id, sorted(person.members)
 
 
 def patients_of_query(query: SearchQuery) -> list[str]:
