@@ -79,3 +79,22 @@ async def test_capability_statement_declares_security_and_operations(client: htt
     audit = next(r for r in rest["resource"] if r["type"] == "AuditEvent")
     assert {i["code"] for i in audit["interaction"]} == {
         "read", "vread", "history-instance", "history-type", "search-type"}
+
+
+def test_fhir_routes_come_before_the_routers_outside_fhir(app):
+    """Requests are matched against the routes in order, and FHIR requests are
+    most of the traffic: every /fhir route must come before the routers
+    outside /fhir (the well-known SMART path and PIXm, which the FHIR
+    patterns would catch, before the FHIR router itself)."""
+    paths = [ctx.path_format if hasattr(ctx, "path_format") else None
+             for r in app.routes if hasattr(r, "effective_route_contexts")
+             for ctx in r.effective_route_contexts()]
+    paths = [p for p in paths if p]
+    fhir = [i for i, p in enumerate(paths) if p == "/fhir" or p.startswith("/fhir/")]
+    # the operational routes (health, metrics) come first: cheap and few
+    outside = [i for i, p in enumerate(paths) if p not in ("/healthz", "/metrics")
+               and i not in fhir]
+    assert fhir and outside and max(fhir) < min(outside), paths
+    assert paths.index("/fhir/.well-known/smart-configuration") \
+        < paths.index("/fhir/{resource_type}/{id}")
+    assert paths.index("/fhir/Patient/$ihe-pix") < paths.index("/fhir/{resource_type}/{id}")

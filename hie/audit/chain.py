@@ -139,14 +139,16 @@ async def append_in_tx(tx: Transaction, records: list[AuditRecord]) -> None:
     head = await read_head(tx)
     stamp = now_stamp()
     sequence, previous = head.sequence, head.hash
+    puts: list[WriteRecord] = []
     for record in records:
         sequence += 1
         event, body, previous = seal(record, sequence, previous, stamp)
-        await tx.put(WriteRecord(AUDIT_TYPE, event_id(sequence), 1, stamp, body,
-                                 source=AUDIT_SOURCE, index=index_entries(event)))
-    await tx.put(WriteRecord(HEAD_TYPE, HEAD_ID, head.version + 1, stamp,
-                             orjson.dumps({"sequence": sequence, "hash": previous}),
-                             source=INTERNAL_SOURCE, index=IndexEntries()))
+        puts.append(WriteRecord(AUDIT_TYPE, event_id(sequence), 1, stamp, body,
+                                source=AUDIT_SOURCE, index=index_entries(event)))
+    puts.append(WriteRecord(HEAD_TYPE, HEAD_ID, head.version + 1, stamp,
+                            orjson.dumps({"sequence": sequence, "hash": previous}),
+                            source=INTERNAL_SOURCE, index=IndexEntries()))
+    await tx.put_many(puts)  # one trip to the store for the events and the head
 
 
 async def append(store: Store, records: list[AuditRecord]) -> None:

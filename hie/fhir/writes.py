@@ -167,8 +167,7 @@ async def execute(store: Store, ctx: RequestContext, entries: list[WriteEntry], 
             fresh = [dataclasses.replace(e, resource=orjson.loads(o) if o is not None else None)
                      for e, o in zip(entries, originals, strict=True)]
             plan = await _make_plan(tx, ctx, fresh, stamp)
-        for record in plan.records:
-            await tx.put(record)
+        await tx.put_many(plan.records)  # one call: the store may batch them
         for hook in hooks:
             await hook(tx, ctx, plan.records)
         return plan.results

@@ -97,6 +97,11 @@ class Transaction(Protocol):
         """Write a new version; return the resource's ``seq``."""
         ...
 
+    async def put_many(self, records: Sequence[WriteRecord]) -> list[int]:
+        """Write several new versions in order, as ``put`` would one by one;
+        return their ``seq``. A back end may batch them (fewer round trips)."""
+        ...
+
 
 class Store(Protocol):
     """A document store for versioned FHIR resources with search indexes."""

@@ -112,3 +112,40 @@ async def test_bundle_of_wrong_type_is_refused(client: httpx.AsyncClient):
     r = await client.post(FHIR, json=patient())
     assert r.status_code == 400
     assert await total(client, "Patient") == 0
+
+
+async def test_large_transaction_builds_every_version_in_entry_order(
+        client: httpx.AsyncClient):
+    """The versions of a Bundle go to the store in one ``put_many``: the
+    response, the stored bodies and the Provenance follow the entry order —
+    with a delete between creates and a conditional create that matched."""
+    n = 8  # a Bundle-sized batch of new versions
+    made = (await client.post(f"{FHIR}/Patient", json=patient(mrn="T9"))).json()
+    old = (await client.post(f"{FHIR}/Observation",
+                             json=observation(f"Patient/{made['id']}"))).json()
+    pat = "urn:uuid:5b1f0e53-62a4-4b0b-9d35-0f8f1d0f3f11"
+    obs = [entry(observation(pat, value=100 + i)) for i in range(n + 2)]
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        obs[0], {"request": {"method": "DELETE", "url": f"Observation/{old['id']}"}},
+        *obs[1:], entry(patient(mrn="T9"), pat, ifNoneExist=f"identifier={MRN_SYSTEM}|T9")]}
+    r = await client.post(FHIR, json=bundle, headers={"Prefer": "return=representation"})
+    assert r.status_code == 200, r.text
+    out = r.json()["entry"]
+    assert [e["response"]["status"] for e in out] == (
+        ["201 Created", "200 OK"] + ["201 Created"] * (n + 1) + ["200 OK"])
+    created = [out[0], *out[2:-1]]
+    for i, e in enumerate(created):
+        body = e["resource"]
+        assert e["response"]["location"] == f"Observation/{body['id']}/_history/1"
+        assert body["meta"]["versionId"] == "1"
+        assert body["subject"]["reference"] == f"Patient/{made['id']}"
+        assert body["valueQuantity"]["value"] == 100 + i
+        stored = (await client.get(f"{FHIR}/Observation/{body['id']}")).json()
+        assert stored == body
+    prov = (await client.get(f"{FHIR}/Provenance",
+                             params={"target": f"Observation/{created[0]['resource']['id']}"}
+                             )).json()
+    assert prov["total"] == 1
+    targets = [t["reference"] for t in prov["entry"][0]["resource"]["target"]]
+    ids = [f"Observation/{e['resource']['id']}" for e in created]
+    assert targets == [ids[0], f"Observation/{old['id']}", *ids[1:]]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -124,6 +124,10 @@ class MongoTransaction:
         except DuplicateKeyError as exc:
             raise VersionConflict(f"{key} version {record.version} already exists") from exc
         return seq
+
+    async def put_many(self, records: Sequence[WriteRecord]) -> list[int]:
+        """Write several versions in order (one :meth:`put` each)."""
+        return [await self.put(record) for record in records]
 
 
 async def run_transaction(

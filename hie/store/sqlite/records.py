@@ -1,8 +1,9 @@
 """Reading resource versions on one SQLite connection.
 
 Plain synchronous functions: :class:`~hie.store.sqlite.store.SQLiteStore` runs
-them in its executors (a reader thread, or the writer thread for reads inside a
-transaction), never on the event loop. Writing is :mod:`.writes`.
+searches on a reader thread, and reads of one resource by key and the reads
+inside a write transaction on the event loop's thread (they are a few index
+lookups; see the store's module docstring). Writing is :mod:`.writes`.
 """
 
 from __future__ import annotations

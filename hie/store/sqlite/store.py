@@ -1,15 +1,31 @@
 """The SQLite store: the async :class:`~hie.store.base.Store` over stdlib ``sqlite3``.
 
-Threads, not the event loop, touch SQLite:
+Threads, not the event loop, touch SQLite — except inside a write transaction
+and for reads of one resource by key (:meth:`SQLiteStore._read_by_key`):
 
-* one **writer** connection, used only from a single-thread executor. An
-  ``asyncio.Lock`` lets one :meth:`SQLiteStore.transact` at a time use it, and
-  each transaction starts with ``BEGIN IMMEDIATE``, which takes SQLite's write
-  lock at once. So a transaction holds the write lock for the whole of ``fn``,
-  across this process (the asyncio lock) and other processes sharing the file
-  (SQLite's lock, waited for by :func:`~.schema.begin_immediate`): a
-  conditional create's search-then-create cannot interleave with another, and
+* one **writer** connection. An ``asyncio.Lock`` lets one
+  :meth:`SQLiteStore.transact` at a time use it, and each write transaction
+  starts with ``BEGIN IMMEDIATE`` (on a single-thread executor, as it may wait
+  for another process), which takes SQLite's write lock at once. So a
+  transaction holds the write lock for the whole of ``fn``, across this
+  process (the asyncio lock) and other processes sharing the file (SQLite's
+  lock, waited for by :func:`~.schema.begin_immediate`): a conditional
+  create's search-then-create cannot interleave with another, and
   ``lock(key)`` has nothing left to do.
+* the statements *inside* a transaction (its savepoint, reads, ``put``s) run
+  on the event loop's thread, synchronously. They are short index lookups and
+  batched inserts, while a trip to a thread costs a future and two GIL
+  hand-offs, each waiting behind whatever else the process is doing
+  (validating the next Bundle): a Bundle's transaction made a dozen such trips
+  and held the write lock — which every other worker waits for — mostly
+  waiting for its own process. A big ``put_many`` (more than
+  :data:`INLINE_ROWS` rows, e.g. a whole Bundle) still goes to the writer
+  thread: one trip, and the loop keeps serving requests meanwhile.
+  ``COMMIT`` (the fsync, and now and then a WAL
+  checkpoint) stays on the executor: it releases the GIL and the loop serves
+  other requests meanwhile. Only one coroutine uses the connection at a time
+  (the asyncio lock), and the executor's work for a transaction is awaited
+  before the next one touches the connection.
 * a small pool of **reader** connections in their own executor. In WAL mode
   readers never wait for the writer and see the last committed state.
 """
@@ -22,7 +38,7 @@ import functools
 import os
 import queue
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -47,6 +63,11 @@ T = TypeVar("T")
 BUSY_RETRIES = 5
 
 
+#: Most index and version rows a ``put_many`` writes on the event loop's thread;
+#: a bigger one goes to the writer thread (see the module docstring).
+INLINE_ROWS = 64
+
+
 #: Most transactions committed by one fsync (bounds how long the first waits).
 GROUP_COMMIT_MAX = 32
 
@@ -69,6 +90,7 @@ class SQLiteStore:
         self._writer: sqlite3.Connection | None = None
         self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._readers: list[sqlite3.Connection] = []
+        self._key_reader: sqlite3.Connection | None = None  # see _read_by_key
         self._write_exec: ThreadPoolExecutor | None = None
         self._read_exec: ThreadPoolExecutor | None = None
         self._write_lock = asyncio.Lock()
@@ -108,6 +130,8 @@ class SQLiteStore:
                                                                   writer=False))
             self._readers.append(conn)
             self._idle.put(conn)
+        self._key_reader = await self._on_reader_thread(
+            functools.partial(connect, self.path, writer=False))
 
     async def close(self) -> None:
         """Close every connection once the work already started on it is done,
@@ -121,6 +145,9 @@ class SQLiteStore:
                 await self._on_writer(self._writer.close)
                 self._writer = None
             readers, self._readers = self._readers, []
+            if self._key_reader is not None:
+                self._key_reader.close()
+                self._key_reader = None
 
             def close_readers() -> None:
                 # each connection is taken back from the idle queue first, so
@@ -182,15 +209,16 @@ class SQLiteStore:
                             batch: _Batch) -> T:
         name = f"t{batch.members}"
         for attempt in range(BUSY_RETRIES):
-            await self._on_writer(lambda: self._writer_conn().execute(f"SAVEPOINT {name}"))
+            self._writer_conn().execute(f"SAVEPOINT {name}")
             tx = SQLiteTransaction(self)
             try:
                 result = await fn(tx)
-                await self._on_writer(lambda: self._writer_conn().execute(f"RELEASE {name}"))
+                self._writer_conn().execute(f"RELEASE {name}")
                 return result
             except BaseException as exc:
-                # shielded: a cancelled request must still undo its own writes
-                await asyncio.shield(self._on_writer(functools.partial(self._undo, name)))
+                # synchronous: a cancelled request must still undo its own writes,
+                # before the next member of the batch uses the connection
+                self._undo(name)
                 if is_busy(exc) and attempt + 1 < BUSY_RETRIES:
                     continue
                 if is_busy(exc):
@@ -254,11 +282,12 @@ class SQLiteStore:
 
     async def read(self, resource_type: str, id: str, *,
                    restriction: Restriction | None = None) -> StoredResource | None:
-        return await self._read(records.read_current, resource_type, id, restriction)
+        return self._read_by_key(records.read_current, resource_type, id, restriction)
 
     async def read_version(self, resource_type: str, id: str, version: int, *,
                            restriction: Restriction | None = None) -> StoredResource | None:
-        return await self._read(records.read_version, resource_type, id, version, restriction)
+        return self._read_by_key(records.read_version, resource_type, id, version,
+                                 restriction)
 
     async def read_many(self, keys: Iterable[tuple[str, str]], *,
                         restriction: Restriction | None = None) -> list[StoredResource]:
@@ -334,6 +363,18 @@ class SQLiteStore:
         many connections as reader threads, so one is always free)."""
         return await self._on_reader_thread(self._with_reader, func, *args)
 
+    def _read_by_key(self, func: Callable[..., T], *args: Any) -> T:
+        """Run ``func(conn, *args)`` — a read of one resource by its key —
+        right here on the event loop's thread, on a reader connection of its
+        own. Such a read is a few B-tree lookups (microseconds), while the
+        trip to a reader thread costs ~0.1 ms on this kind of machine; a
+        search by patient makes two of them before it searches. In WAL mode
+        a reader never waits for a lock (except while another process
+        recovers the WAL after a crash)."""
+        if self._key_reader is None:
+            raise StoreError("the SQLite store is not open")
+        return func(self._key_reader, *args)
+
     def _with_reader(self, func: Callable[..., T], *args: Any) -> T:
         conn = self._idle.get()
         try:
@@ -367,14 +408,30 @@ class SQLiteTransaction:
     async def put(self, record: WriteRecord) -> int:
         return await self._run(writes.put, self._state, record)
 
+    async def put_many(self, records: Sequence[WriteRecord]) -> list[int]:
+        """All of ``records`` at once (a Bundle's versions, an audit append):
+        the ``versions`` and index rows go in with one ``executemany`` per
+        table (:func:`.writes.put_many`)."""
+        if not records:
+            self._check()
+            return []
+        if writes.row_count(records) <= INLINE_ROWS:
+            return await self._run(writes.put_many, self._state, records)
+        # a big batch (an audit event naming a thousand resources) would stall
+        # every request of the process for milliseconds: on the writer thread
+        self._check()
+        return await self._store._on_writer(writes.put_many, self._store._writer_conn(),
+                                            self._state, records)
+
     def _check(self) -> None:
         if self.closed:
             raise StoreError("the transaction has ended")
 
     async def _run(self, func: Callable[..., T], *args: Any) -> T:
+        """``func(writer connection, *args)`` right here on the event loop's
+        thread (see the module docstring for why not on the writer thread)."""
         self._check()
-        return await self._store._on_writer(
-            lambda: func(self._store._writer_conn(), *args))
+        return func(self._store._writer_conn(), *args)
 
 
 def _page(conn: sqlite3.Connection, query: SearchQuery, limit: int,
