@@ -55,16 +55,7 @@ def write_hooks(settings: Settings) -> list[WriteHook]:
 
 def mask_logs() -> None:
     """Mask resident ID numbers in every log line (filters on the handlers:
-    a filter on a logger does not see its children's records). Our own loggers
-    (``hie.*``, ``consent.*``) get a timestamped handler on the root logger when
-    nothing configured one (uvicorn configures only its own)."""
-    root = logging.getLogger()
-    if not root.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter(
-            "%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
-        root.setLevel(logging.INFO)
+    a filter on a logger does not see its children's records)."""
     for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access"):
         for handler in logging.getLogger(name).handlers:
             if not any(isinstance(f, ResidentIdLogFilter) for f in handler.filters):

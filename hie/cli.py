@@ -21,8 +21,11 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to bind."),
     """Run the exchange (FHIR API at /fhir) with the settings from HIE_* variables."""
     import uvicorn
 
+    from hie.logs import served_log_config
+
     uvicorn.run("hie.app:create_app", factory=True, host=host, port=port, workers=workers,
-                log_level=log_level, proxy_headers=True, access_log=False)
+                log_level=log_level, proxy_headers=True, access_log=False,
+                log_config=served_log_config(log_level))
 
 
 @app.command()

@@ -18,8 +18,11 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to bind."),
     Settings come from HIE_* variables: the exchange's store and key folder."""
     import uvicorn
 
+    from hie.logs import served_log_config
+
     uvicorn.run("hie.gate.app:create_consent_app", factory=True, host=host, port=port,
-                workers=workers, log_level=log_level, proxy_headers=True, access_log=False)
+                workers=workers, log_level=log_level, proxy_headers=True, access_log=False,
+                log_config=served_log_config(log_level))
 
 
 @app.command()
