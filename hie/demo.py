@@ -1,8 +1,9 @@
 """``hie demo``: a small region to try the exchange with.
 
-Seeds three hospitals with their keys, two doctors each, and eight patients
-with records at one or two hospitals (the same resident ID number at two
-hospitals links them to one regional person), and writes a credentials file
+Seeds three hospitals with their keys, two doctors each, eight patients with
+records at one or two hospitals (the same resident ID number at two hospitals
+links them to one regional person) and three of their consents, and writes a
+credentials file
 that lets anyone act as each of them: each hospital's private key and the
 portal password of each patient (see ``design.md`` for the format).
 
@@ -22,12 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from consent import service as consent_service
 from hie.auth.jwk import new_client_key
 from hie.config import Settings
 from hie.context import RequestContext
 from hie.fhir import writes
 from hie.fhir.search.parse import parse_search
 from hie.fhir.validate import validate_resource
+from hie.gate.data import StoreConsentData
 from hie.identity.resident_id import check_char
 from hie.identity.service import person_id_of
 from hie.registry import service as registry
@@ -180,7 +183,29 @@ async def seed(store: Store, settings: Settings, *, hooks: list[writes.WriteHook
         creds["patients"].append({"person_id": person, "name": family + given,
                                   "resident_id": rid, "username": username,
                                   "password": password, "hospitals": list(where)})
+    await _consents(store, creds["patients"])
     return creds
+
+
+#: (patient index, hospital granted, categories opened) — the demo's consents:
+#: 张伟 lets the provincial hospital see his records for treatment, 刘洋 lets the
+#: city hospital see his except mental health, 黄强 lets the provincial hospital
+#: see everything including mental health.
+CONSENTS = ((1, "provincial", ()), (3, "cityfirst", ()), (7, "provincial", ("PSY",)))
+
+
+async def _consents(store: Store, patients: list[dict[str, Any]]) -> None:
+    """Grant the demo's consents (once: a re-run finds them in place)."""
+    data = StoreConsentData(store)
+    for n, hospital, labels in CONSENTS:
+        person = patients[n]["person_id"]
+        if person is None:
+            continue
+        existing = await consent_service.list_consents(data, person=person)
+        if any(c.get("status") == "active" for c in existing):
+            continue
+        await consent_service.grant_consent(data, person=person, organization=hospital,
+                                            purposes=["TREAT"], open_labels=list(labels))
 
 
 async def _push(store: Store, hooks: list[writes.WriteHook], hosp_id: str,

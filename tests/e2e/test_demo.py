@@ -79,3 +79,26 @@ def test_a_doctor_acts_through_the_hospital_system(region: dict):
     other = region["hospitals"][1]["practitioners"][0]["id"]
     with pytest.raises(AssertionError, match="invalid_grant"):
         system(region, h).doctor_token(other)
+
+
+def test_the_demo_consents_open_records_to_the_granted_hospital(region: dict):
+    zhang = next(p for p in region["patients"] if p["name"] == "张伟")
+    provincial = next(h for h in region["hospitals"] if h["id"] == "provincial")
+    cityfirst = next(h for h in region["hospitals"] if h["id"] == "cityfirst")
+    identifier = f"urn:oid:2.16.156.10011.1.1|{zhang['resident_id']}"
+
+    def everything(hospital: dict, token: str) -> set[str]:
+        headers = {"Authorization": f"Bearer {token}"}
+        own = httpx.get(f"{region['base_url']}/fhir/Patient", headers=headers,
+                        params={"identifier": identifier}).json()
+        pid = own["entry"][0]["resource"]["id"]
+        bundle = httpx.get(f"{region['base_url']}/fhir/Patient/{pid}/$everything",
+                           headers=headers, params={"_count": "500"}).json()
+        return {e["resource"]["meta"]["source"] for e in bundle["entry"]}
+
+    # the provincial hospital's doctor sees the city hospital's records (his consent) …
+    doctor = system(region, provincial).doctor_token(provincial["practitioners"][0]["id"])
+    assert "urn:hie:organization:cityfirst" in everything(provincial, doctor)
+    # … but the city hospital's doctor does not see the provincial hospital's (no consent)
+    doctor = system(region, cityfirst).doctor_token(cityfirst["practitioners"][0]["id"])
+    assert everything(cityfirst, doctor) == {"urn:hie:organization:cityfirst"}
