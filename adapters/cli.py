@@ -1,0 +1,176 @@
+"""``hie-adapter``: one command per hospital source, plus ``status`` and ``requeue``.
+
+Every pushing source takes ``--exchange URL --client-id ID --key PEM_FILE --kid KID
+--outbox PATH`` (or ``HIE_ADAPTER_*``, see ``adapters.config``). Sources put
+messages into the outbox; a pusher thread in the same process drains it.
+Sub-commands of other sources import their module lazily, so that this command
+works whether or not they are installed:
+
+- ``hl7v2 --listen HOST:PORT`` → ``adapters.hl7v2.listener.serve``
+- ``dicom`` — not yet: reserved for the DICOM SCP / PACS poller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import logging
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from adapters.client import ExchangeClient
+from adapters.config import AdapterSettings
+from adapters.outbox import Outbox
+from adapters.pusher import Pusher
+from adapters.sources.fhir_files import FhirFolder
+
+app = typer.Typer(help="Hospital adapter: push a hospital's records to the exchange.",
+                  no_args_is_help=True, add_completion=False)
+
+Exchange = Annotated[str | None, typer.Option("--exchange", help="exchange base URL "
+                                              "[env HIE_ADAPTER_EXCHANGE]")]
+ClientId = Annotated[str | None, typer.Option("--client-id", help="[env HIE_ADAPTER_CLIENT_ID]")]
+KeyFile = Annotated[Path | None, typer.Option("--key", help="the hospital's private key (PEM) "
+                                              "[env HIE_ADAPTER_KEY_FILE]")]
+Kid = Annotated[str | None, typer.Option("--kid", help="[env HIE_ADAPTER_KID]")]
+OutboxPath = Annotated[Path | None, typer.Option("--outbox", help="outbox SQLite file "
+                                                 "[env HIE_ADAPTER_OUTBOX]")]
+
+
+def _settings(exchange: str | None, client_id: str | None, key: Path | None, kid: str | None,
+              outbox: Path | None, *, push: bool) -> AdapterSettings:
+    settings = AdapterSettings.resolve(exchange=exchange, client_id=client_id, key_file=key,
+                                       kid=kid, outbox=outbox)
+    missing = settings.missing_for_push() if push else []
+    if missing:
+        typer.echo(f"missing: {', '.join(missing)} (or their HIE_ADAPTER_* variables)",
+                   err=True)
+        raise typer.Exit(2)
+    return settings
+
+
+def _client(settings: AdapterSettings) -> ExchangeClient:
+    assert settings.exchange and settings.client_id and settings.key_file and settings.kid
+    return ExchangeClient(settings.exchange, client_id=settings.client_id,
+                          private_pem=settings.key_file.read_text(), kid=settings.kid)
+
+
+def _start_pusher(settings: AdapterSettings, outbox: Outbox) -> tuple[Pusher, threading.Thread]:
+    pusher = Pusher(outbox, _client(settings))
+    thread = threading.Thread(target=pusher.run, name="pusher", daemon=True)
+    thread.start()
+    return pusher, thread
+
+
+@app.command()
+def fhir(path: Annotated[Path, typer.Argument(exists=True, file_okay=False)],
+         watch: Annotated[bool, typer.Option("--watch", help="keep polling for new files")]
+         = False,
+         interval: Annotated[float, typer.Option(help="seconds between polls")] = 2.0,
+         exchange: Exchange = None, client_id: ClientId = None, key: KeyFile = None,
+         kid: Kid = None, outbox: OutboxPath = None) -> None:
+    """Push a folder of FHIR Bundles (*.json) or NDJSON (*.ndjson); files read are moved
+    to PATH/.done/, unreadable ones to PATH/.failed/."""
+    settings = _settings(exchange, client_id, key, kid, outbox, push=True)
+    box = Outbox(settings.outbox)
+    source = FhirFolder(path, box, progress=not watch)
+    pusher, thread = _start_pusher(settings, box)
+    try:
+        if watch:
+            while True:
+                source.run_once(settle=1.0)
+                time.sleep(interval)
+        start = time.monotonic()
+        source.run_once()
+        pusher.stop()
+        thread.join()
+        pusher.stopping.clear()
+        pusher.run(drain=True)  # backfill: until everything queued has been settled
+        summary = source.summary
+        status = box.status()
+        typer.echo(f"{summary.line()}; {pusher.sent} message(s) delivered, "
+                   f"{len(status.dead_letters)} dead letter(s), "
+                   f"{time.monotonic() - start:.1f} s", err=True)
+        for failure in summary.failures:
+            typer.echo(f"failed: {failure}", err=True)
+        if summary.failed or status.dead_letters:
+            raise typer.Exit(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        pusher.stop()
+        pusher.client.close()
+
+
+@app.command()
+def status(outbox: OutboxPath = None,
+           as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Queue depth, oldest waiting message, last error, dead letters."""
+    settings = _settings(None, None, None, None, outbox, push=False)
+    state = Outbox(settings.outbox).status()
+    if as_json:
+        typer.echo(json.dumps(state.as_dict(), ensure_ascii=False, indent=2))
+        return
+    age = "-" if state.oldest_age_seconds is None else f"{state.oldest_age_seconds:.0f} s"
+    typer.echo(f"waiting: {state.depth}\noldest waiting: {age}\ndelivered: {state.delivered}\n"
+               f"last error: {state.last_error or '-'}\ndead letters: {len(state.dead_letters)}")
+    for d in state.dead_letters:
+        typer.echo(f"  {d.id}\t{d.source}\t{d.error}")
+
+
+@app.command()
+def requeue(id: Annotated[int, typer.Argument(help="dead letter id (see status)")],
+            outbox: OutboxPath = None) -> None:
+    """Send a dead letter again, after the cause was fixed."""
+    settings = _settings(None, None, None, None, outbox, push=False)
+    if not Outbox(settings.outbox).requeue(id):
+        typer.echo(f"no dead letter {id}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"message {id} queued again")
+
+
+@app.command()
+def hl7v2(listen: Annotated[str, typer.Option(help="HOST:PORT of the MLLP listener")],
+          exchange: Exchange = None, client_id: ClientId = None, key: KeyFile = None,
+          kid: Kid = None, outbox: OutboxPath = None) -> None:
+    """HL7 v2 over MLLP from the hospital's HIS/LIS (adapters.hl7v2); the listener ACKs
+    (AA) a message once it is in the outbox, the pusher thread sends it on."""
+    serve = _optional("adapters.hl7v2.listener", "serve")
+    settings = _settings(exchange, client_id, key, kid, outbox, push=True)
+    box = Outbox(settings.outbox)
+    pusher, _ = _start_pusher(settings, box)
+    host, _, port = listen.rpartition(":")
+    try:
+        asyncio.run(serve(host or "127.0.0.1", int(port), outbox=box))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        pusher.stop()
+
+
+# dicom: `hie-adapter dicom --listen HOST:PORT --ae-title AET` or `--pacs URL` goes here,
+# registered the same way as hl7v2 (lazy import of its module).
+
+
+def _optional(module: str, name: str) -> Any:
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        typer.echo(f"{module}.{name} is not available in this installation", err=True)
+        raise typer.Exit(2) from None
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app()
+
+
+if __name__ == "__main__":
+    main()

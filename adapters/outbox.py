@@ -1,0 +1,287 @@
+"""The adapter's durable outbox: one SQLite file between the hospital's systems and
+the exchange.
+
+A source acknowledges the hospital only after :meth:`Outbox.put` returns, and
+``put`` returns only once the message is committed with ``synchronous=FULL``, so
+an acknowledged message survives ``kill -9`` and power loss. The pusher takes
+messages with :meth:`Outbox.claim` and settles each with :meth:`done`,
+:meth:`retry` or :meth:`dead`.
+
+Order per patient: a message is claimable only when no older message of the same
+``patient_key`` is still waiting, retrying or claimed, so an update never
+overtakes the create it depends on. Dead letters (poison messages) do not block
+their patient: the exchange refused that message for what it is, and holding
+every later message of the patient hostage would lose more than it protects.
+
+Claims are leases (``lease_seconds``): a claimed message that is neither done
+nor retried (the process died) becomes claimable again when its lease runs out,
+or at once after :meth:`recover`, which the pusher calls when it starts.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS message (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    patient_key TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    source TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    created REAL NOT NULL,
+    state TEXT NOT NULL DEFAULT 'waiting',      -- waiting | dead
+    attempts INTEGER NOT NULL DEFAULT 0,
+    not_before REAL NOT NULL DEFAULT 0,
+    lease_until REAL NOT NULL DEFAULT 0,
+    last_error TEXT,
+    outcome TEXT
+);
+CREATE INDEX IF NOT EXISTS message_patient ON message (patient_key, id);
+CREATE INDEX IF NOT EXISTS message_state ON message (state, not_before, id);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+_CLAIMABLE = """
+SELECT id FROM message AS m
+WHERE m.state = 'waiting' AND m.not_before <= :now AND m.lease_until <= :now
+  AND NOT EXISTS (SELECT 1 FROM message AS o
+                  WHERE o.patient_key = m.patient_key AND o.id < m.id AND o.state = 'waiting')
+ORDER BY m.id LIMIT :limit
+"""
+
+
+@dataclass(frozen=True)
+class Message:
+    """A message claimed for sending."""
+
+    id: int
+    patient_key: str
+    kind: str
+    source: str
+    payload: bytes
+    attempts: int
+    created: float
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message the exchange refused (4xx), kept with its ``OperationOutcome``."""
+
+    id: int
+    patient_key: str
+    source: str
+    error: str
+    outcome: Any
+
+
+@dataclass(frozen=True)
+class Status:
+    """What ``hie-adapter status`` shows."""
+
+    depth: int
+    oldest_age_seconds: float | None
+    last_error: str | None
+    delivered: int
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"depth": self.depth, "oldest_age_seconds": self.oldest_age_seconds,
+                "last_error": self.last_error, "delivered": self.delivered,
+                "dead_letters": [{"id": d.id, "patient_key": d.patient_key,
+                                  "source": d.source, "error": d.error}
+                                 for d in self.dead_letters]}
+
+
+class Outbox:
+    """A SQLite outbox (WAL, ``synchronous=FULL``) at ``path``; safe to share between
+    threads (one connection per thread) and processes (SQLite locking)."""
+
+    def __init__(self, path: str | Path, *, lease_seconds: float = 60.0) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.lease_seconds = lease_seconds
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._db().executescript(_SCHEMA)
+
+    # -- connections ------------------------------------------------------------
+
+    def _db(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, isolation_level=None, timeout=30,
+                                 check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a commit is on disk (WAL fsynced) before it returns; that is
+            # what lets a source acknowledge the hospital after put().
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA busy_timeout=30000")
+            self._local.db = db
+            with self._lock:
+                self._all.append(db)
+        return db
+
+    def _tx(self) -> _Transaction:
+        return _Transaction(self._db())
+
+    def close(self) -> None:
+        """Close every connection this object opened (all threads)."""
+        with self._lock:
+            for db in self._all:
+                db.close()
+            self._all.clear()
+        self._local = threading.local()
+
+    # -- producer ---------------------------------------------------------------
+
+    def put(self, *, patient_key: str, payload: bytes, kind: str = "bundle",
+            source: str) -> int:
+        """Store a message; returns its id once it is committed to disk."""
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO message (patient_key, kind, source, payload, created) "
+                "VALUES (?, ?, ?, ?, ?)", (patient_key, kind, source, payload, time.time()))
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
+    # -- consumer ---------------------------------------------------------------
+
+    def claim(self, limit: int = 16) -> list[Message]:
+        """Lease up to ``limit`` sendable messages, at most one per patient, oldest first."""
+        now = time.time()
+        with self._tx() as db:
+            ids = [r[0] for r in db.execute(_CLAIMABLE, {"now": now, "limit": limit})]
+            if not ids:
+                return []
+            marks = ",".join("?" * len(ids))
+            db.execute(f"UPDATE message SET lease_until = ? WHERE id IN ({marks})",
+                       (now + self.lease_seconds, *ids))
+            rows = db.execute(
+                "SELECT id, patient_key, kind, source, payload, attempts, created "
+                f"FROM message WHERE id IN ({marks}) ORDER BY id", ids).fetchall()
+        return [Message(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6]) for r in rows]
+
+    def done(self, id: int) -> None:
+        """The exchange accepted message ``id``: forget it."""
+        with self._tx() as db:
+            if db.execute("DELETE FROM message WHERE id = ?", (id,)).rowcount:
+                db.execute("INSERT INTO meta (key, value) VALUES ('delivered', '1') "
+                           "ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1")
+
+    def retry(self, id: int, error: str, not_before: float) -> None:
+        """Sending ``id`` failed for a passing reason; try again at ``not_before`` (epoch s)."""
+        with self._tx() as db:
+            db.execute("UPDATE message SET attempts = attempts + 1, not_before = ?, "
+                       "lease_until = 0, last_error = ? WHERE id = ?", (not_before, error, id))
+            self._set_meta(db, "last_error", f"message {id}: {error}")
+
+    def dead(self, id: int, outcome_json: str | bytes) -> None:
+        """The exchange refused ``id`` (4xx): keep it as a dead letter with the outcome."""
+        text = outcome_json.decode("utf-8", "replace") if isinstance(outcome_json, bytes) \
+            else outcome_json
+        error = _summary(text)
+        with self._tx() as db:
+            db.execute("UPDATE message SET state = 'dead', attempts = attempts + 1, "
+                       "lease_until = 0, last_error = ?, outcome = ? WHERE id = ?",
+                       (error, text, id))
+            self._set_meta(db, "last_error", f"message {id} refused: {error}")
+
+    def requeue(self, id: int) -> bool:
+        """Send dead letter ``id`` again (after a fix); False if there is no such dead letter."""
+        with self._tx() as db:
+            return db.execute("UPDATE message SET state = 'waiting', not_before = 0, "
+                              "lease_until = 0, attempts = 0, outcome = NULL "
+                              "WHERE id = ? AND state = 'dead'", (id,)).rowcount == 1
+
+    def recover(self) -> int:
+        """Release every lease: the caller is the only consumer and has just started, so
+        claims still held belong to a process that died. Returns how many."""
+        with self._tx() as db:
+            return db.execute("UPDATE message SET lease_until = 0 "
+                              "WHERE state = 'waiting' AND lease_until > 0").rowcount
+
+    # -- inspection -------------------------------------------------------------
+
+    def status(self) -> Status:
+        """Queue depth, oldest waiting message's age, last error, dead letters."""
+        db = self._db()
+        depth, oldest = db.execute(
+            "SELECT count(*), min(created) FROM message WHERE state = 'waiting'").fetchone()
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        dead = [DeadLetter(r[0], r[1], r[2], r[3] or "", _loads(r[4])) for r in db.execute(
+            "SELECT id, patient_key, source, last_error, outcome FROM message "
+            "WHERE state = 'dead' ORDER BY id")]
+        return Status(depth=depth, oldest_age_seconds=None if oldest is None
+                      else max(0.0, time.time() - oldest),
+                      last_error=meta.get("last_error"),
+                      delivered=int(meta.get("delivered", 0)), dead_letters=dead)
+
+    def next_due(self) -> float | None:
+        """When the earliest waiting message may be tried (epoch s), or None if none waits."""
+        row = self._db().execute("SELECT min(max(not_before, lease_until)) FROM message "
+                                 "WHERE state = 'waiting'").fetchone()
+        return row[0]
+
+    # -- small key/value memory for sources (e.g. local patient id → identifier) --
+
+    def remember(self, key: str, value: str) -> None:
+        """Keep ``value`` under ``key`` (durably) for a source's later runs."""
+        with self._tx() as db:
+            self._set_meta(db, f"memo:{key}", value)
+
+    def recall(self, key: str) -> str | None:
+        row = self._db().execute("SELECT value FROM meta WHERE key = ?",
+                                 (f"memo:{key}",)).fetchone()
+        return row[0] if row else None
+
+    @staticmethod
+    def _set_meta(db: sqlite3.Connection, key: str, value: str) -> None:
+        db.execute("INSERT INTO meta (key, value) VALUES (?, ?) "
+                   "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (rollback on error): immediate so that two
+    claimers never both read the same sendable rows before either writes."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _loads(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _summary(outcome_text: str) -> str:
+    """A one-line reason from an ``OperationOutcome`` (or whatever the body was)."""
+    body = _loads(outcome_text)
+    if isinstance(body, dict) and isinstance(body.get("issue"), list):
+        parts = []
+        for issue in body["issue"][:3]:
+            if isinstance(issue, dict):
+                text = issue.get("diagnostics") or (issue.get("details") or {}).get("text") \
+                    or issue.get("code", "")
+                where = ",".join(issue.get("expression") or [])
+                parts.append(f"{text} ({where})" if where else str(text))
+        return "; ".join(parts)[:500]
+    return outcome_text[:500]
