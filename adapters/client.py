@@ -135,12 +135,20 @@ class ExchangeClient:
 
     def post_bundle(self, payload: bytes) -> Result:
         """POST a transaction Bundle to ``/fhir`` and classify the answer."""
+        return self.post("/fhir", payload)
+
+    def post_merge(self, payload: bytes) -> Result:
+        """POST an HL7 A40 merge (a ``Parameters``) to ``/fhir/Patient/$merge``."""
+        return self.post("/fhir/Patient/$merge", payload)
+
+    def post(self, path: str, payload: bytes) -> Result:
+        """POST FHIR JSON to ``path`` of the exchange and classify the answer."""
         for first in (True, False):
             try:
                 headers = {"Authorization": f"Bearer {self.token()}",
                            "Content-Type": FHIR_JSON, "Accept": FHIR_JSON,
                            "Prefer": "return=minimal"}
-                r = self._http.post(f"{self.base}/fhir", content=payload, headers=headers)
+                r = self._http.post(f"{self.base}{path}", content=payload, headers=headers)
             except TokenError as exc:
                 # The message is not at fault: a key not (yet) registered or a clock
                 # off is fixed on the hospital's side, and the message must wait.

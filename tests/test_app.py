@@ -75,7 +75,7 @@ async def test_capability_statement_declares_security_and_operations(client: htt
     token = rest["security"]["extension"][0]["extension"][0]["valueUri"]
     assert token == "http://testserver/auth/token"
     patient = next(r for r in rest["resource"] if r["type"] == "Patient")
-    assert {o["name"] for o in patient["operation"]} == {"everything", "ihe-pix"}
+    assert {o["name"] for o in patient["operation"]} == {"everything", "ihe-pix", "merge"}
     audit = next(r for r in rest["resource"] if r["type"] == "AuditEvent")
     assert {i["code"] for i in audit["interaction"]} == {
         "read", "vread", "history-instance", "history-type", "search-type"}

@@ -63,6 +63,12 @@ def capability_statement(base: str) -> dict[str, Any]:
                 "definition": "https://profiles.ihe.net/ITI/PIXm/OperationDefinition/IHE.PIXm.pix",
                 "documentation": "PIXm: the identifiers of the same person at other hospitals "
                                  "(sourceIdentifier, targetSystem)",
+            }, {
+                "name": "merge",
+                "definition": "http://hl7.org/fhir/OperationDefinition/Patient-merge",
+                "documentation": "An HL7 A40 from the hospital: source-patient and "
+                                 "target-patient (its own identifiers or Patients) become one "
+                                 "regional person; records are kept as written",
             }]
         resources.append(entry)
     return {

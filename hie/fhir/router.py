@@ -28,9 +28,9 @@ from hie.dependencies import (
 from hie.fhir import http, searching, service, transaction
 from hie.fhir.access import Access, access
 from hie.fhir.capability import capability_statement
-from hie.fhir.operations import everything
+from hie.fhir.operations import everything, merge
 from hie.fhir.outcome import bad_request, information
-from hie.fhir.validate import check_type, parse_resource
+from hie.fhir.validate import check_type, parse_json, parse_resource
 from hie.fhir.writes import EntryResult, WriteHook
 from hie.metering.counters import note_usage
 from hie.store.base import Store
@@ -115,6 +115,16 @@ async def patient_everything(id: str, request: Request,
         require(note.ctx, rtype, "s")
     out = await everything.everything(note.store, patient_id=id, params=_params(request),
                                       options=_options(request, note))
+    return http.fhir_response(out)
+
+
+@router.post("/Patient/$merge", summary="Patient $merge (an HL7 A40 from the hospital)")
+async def patient_merge(request: Request,
+                        ctx: RequestContext = Depends(get_context)) -> Response:
+    require(ctx, "Patient", "u")
+    http.check_body_type(request)
+    body = parse_json(await request.body())
+    out = await merge.patient_merge(request.app.state.store, ctx, body=body)
     return http.fhir_response(out)
 
 

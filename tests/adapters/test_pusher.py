@@ -46,9 +46,14 @@ def test_drain_keeps_order_per_patient_through_retries(tmp_path: Path):
     assert [d.error for d in state.dead_letters] == ["nope"]
 
 
-def test_a_kind_the_exchange_cannot_take_yet_becomes_a_dead_letter(tmp_path: Path):
+def test_a_merge_goes_to_patient_merge(tmp_path: Path):
+    paths: list[str] = []
+
     def exchange(request: httpx.Request) -> httpx.Response:
-        raise AssertionError("nothing must be sent")
+        if request.url.path == "/auth/token":
+            return httpx.Response(200, json={"access_token": "t", "expires_in": 300})
+        paths.append(request.url.path)
+        return httpx.Response(200, json={"resourceType": "OperationOutcome", "issue": []})
 
     box = Outbox(tmp_path / "o.db")
     box.put(patient_key="a", payload=b'{"resourceType": "Parameters"}', kind="merge",
@@ -57,5 +62,20 @@ def test_a_kind_the_exchange_cannot_take_yet_becomes_a_dead_letter(tmp_path: Pat
                             private_pem=new_client_key("ES384", kid="k")[0],
                             transport=httpx.MockTransport(exchange))
     Pusher(box, client).run(drain=True)
+    assert paths == ["/fhir/Patient/$merge"]
+    assert box.status().delivered == 1
+
+
+def test_a_kind_the_adapter_cannot_send_becomes_a_dead_letter(tmp_path: Path):
+    def exchange(request: httpx.Request) -> httpx.Response:
+        raise AssertionError("nothing must be sent")
+
+    box = Outbox(tmp_path / "o.db")
+    box.put(patient_key="a", payload=b'{"resourceType": "Parameters"}', kind="unlink",
+            source="hl7v2")
+    client = ExchangeClient("http://x.test", client_id="c", kid="k",
+                            private_pem=new_client_key("ES384", kid="k")[0],
+                            transport=httpx.MockTransport(exchange))
+    Pusher(box, client).run(drain=True)
     [dead] = box.status().dead_letters
-    assert "kind 'merge'" in dead.error
+    assert "kind 'unlink'" in dead.error
