@@ -37,7 +37,7 @@ def _parse_url(url: str, base: str,
     """Split ``Type``, ``Type/id`` or ``Type?query`` (relative or under our base)."""
     if url.startswith(base + "/"):
         url = url[len(base) + 1:]
-    elif "://" in url:
+    elif "://" in url.split("?", 1)[0]:  # a search value may well be a URL
         raise bad_request(f"Entry URL {url} is not on this server", f"{where}.request.url")
     parts = urlsplit(url)
     segs = [s for s in parts.path.split("/") if s]

@@ -149,3 +149,18 @@ async def test_large_transaction_builds_every_version_in_entry_order(
     targets = [t["reference"] for t in prov["entry"][0]["resource"]["target"]]
     ids = [f"Observation/{e['resource']['id']}" for e in created]
     assert targets == [ids[0], f"Observation/{old['id']}", *ids[1:]]
+
+
+async def test_conditional_entry_urls_may_carry_url_systems(client: httpx.AsyncClient):
+    system = "http://hospital.example.cn/fhir/sid/mrn"
+    p = patient(mrn="U1") | {"identifier": [{"system": system, "value": "U1"}]}
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        entry(p, method="PUT", url=f"Patient?identifier={system}|U1")]}
+    first = await client.post(FHIR, json=bundle)
+    assert first.status_code == 200, first.text
+    again = await client.post(FHIR, json=bundle)
+    assert again.json()["entry"][0]["response"]["status"] == "200 OK"
+    assert await total(client, "Patient") == 1
+    elsewhere = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        entry(p, method="PUT", url=f"http://elsewhere.example/fhir/Patient?identifier={system}|U1")]}
+    assert (await client.post(FHIR, json=elsewhere)).status_code == 400
