@@ -31,6 +31,7 @@ import orjson
 from benchmarks.common import (
     OUT,
     RssSampler,
+    bundle_stream,
     http_client,
     machine,
     post_bundles,
@@ -38,24 +39,10 @@ from benchmarks.common import (
     run_server,
     stop_on_sigterm,
 )
-from benchmarks.datagen import generate_big_patient, generate_bundles
+from benchmarks.datagen import generate_big_patient
 from benchmarks.search_queries import QuerySet, http_floor, pick_queries, time_queries
 
 MEMORY_GOAL_MB = 500
-
-
-def _stream(seed: int, target: int, chunk: int):
-    """Chunks of (bodies, counts) from the generator until ``target`` resources."""
-    total, bodies, counts = 0, [], []
-    for bundle in generate_bundles(seed, 10**9):
-        bodies.append(orjson.dumps(bundle))
-        counts.append(len(bundle["entry"]))
-        total += counts[-1]
-        if len(bodies) == chunk or total >= target:
-            yield bodies, counts
-            bodies, counts = [], []
-        if total >= target:
-            return
 
 
 async def build(store_dir: Path, *, seed: int, target: int, workers: int,
@@ -76,7 +63,7 @@ async def build(store_dir: Path, *, seed: int, target: int, workers: int,
             failures += res.failures
             posted += big.resource_count
             bundles += res.bundles
-            for bodies, counts in _stream(seed, target - posted, 200):
+            for bodies, counts in bundle_stream(seed, target - posted, 200):
                 res = await post_bundles(client, server.base, bodies, counts,
                                          concurrency=concurrency)
                 failures += res.failures

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import httpx
 import jwt
+import orjson
 import psutil
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -230,18 +231,20 @@ def _wait_healthy(server: Server, timeout: float) -> None:
 
 
 @contextlib.contextmanager
-def profiled(server: Server, out: Path | None, *, rate: int = 200) -> Iterator[None]:
-    """Sample the server (and its workers) with py-spy while the block runs,
-    writing collapsed stacks to ``out`` (nothing happens when ``out`` is None).
-    py-spy is in the ``bench`` extra; it needs ptrace rights (root, or
+def py_spy(pid: int, out: Path | None, *, rate: int = 200) -> Iterator[None]:
+    """Sample ``pid`` (and its children) with py-spy while the block runs, writing
+    collapsed stacks to ``out`` (nothing happens when ``out`` is None). py-spy is
+    in the ``bench`` extra; it needs ptrace rights (root, or
     ``kernel.yama.ptrace_scope=0``)."""
     if out is None:
         yield
         return
+    out.unlink(missing_ok=True)
     spy = Path(sys.executable).parent / "py-spy"
-    proc = subprocess.Popen([str(spy), "record", "--pid", str(server.proc.pid), "--subprocesses",
+    proc = subprocess.Popen([str(spy), "record", "--pid", str(pid), "--subprocesses",
                              "--rate", str(rate), "--format", "raw", "--output", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
     time.sleep(1.0)  # let it attach before the measured work starts
     try:
         yield
@@ -252,6 +255,30 @@ def profiled(server: Server, out: Path | None, *, rate: int = 200) -> Iterator[N
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+def profiled(server: Server, out: Path | None, *,
+             rate: int = 200) -> contextlib.AbstractContextManager[None]:
+    """:func:`py_spy` on the server and its workers."""
+    return py_spy(server.proc.pid, out, rate=rate)
+
+
+def bundle_stream(seed: int, target: int, chunk: int
+                  ) -> Iterator[tuple[list[bytes], list[int]]]:
+    """Chunks of (Bundle bodies, resource counts) from the generator until
+    ``target`` resources."""
+    from benchmarks.datagen import generate_bundles
+
+    total, bodies, counts = 0, [], []
+    for bundle in generate_bundles(seed, 10**9):
+        bodies.append(orjson.dumps(bundle))
+        counts.append(len(bundle["entry"]))
+        total += counts[-1]
+        if len(bodies) == chunk or total >= target:
+            yield bodies, counts
+            bodies, counts = [], []
+        if total >= target:
+            return
 
 
 def top_frames(collapsed: Path, *, own: bool, limit: int = 25,

@@ -12,7 +12,6 @@ import os
 import random
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -40,15 +39,16 @@ from benchmarks.common import (
     Server,
     _stop,
     _wait_healthy,
+    bundle_stream,
     free_port,
     hie_command,
     http_client,
     percentile,
     post_bundles,
+    py_spy,
     register_hospital,
     run_server,
 )
-from benchmarks.datagen import generate_bundles
 
 STORE_DIR = OUT / "consent"
 RESIDENT_ID_SYSTEM = "urn:oid:2.16.156.10011.1.1"
@@ -159,29 +159,9 @@ def consent_server(store_url: str, var_dir: Path, log: Path, *,
 SPY_RATE = 500  # samples per second
 
 
-@contextlib.contextmanager
-def spy(pid: int, out: Path | None) -> Iterator[None]:
-    """py-spy on ``pid`` (and its children) while the block runs; collapsed stacks
-    to ``out`` (nothing when ``out`` is None). Needs ptrace rights."""
-    if out is None:
-        yield
-        return
-    out.unlink(missing_ok=True)
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
-                             str(pid), "--subprocesses", "--rate", str(SPY_RATE), "--format",
-                             "raw", "--output", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
-    time.sleep(1.0)  # let it attach
-    try:
-        yield
-    finally:
-        proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+def spy(pid: int, out: Path | None) -> contextlib.AbstractContextManager[None]:
+    """py-spy on ``pid`` (and its children) at :data:`SPY_RATE` while the block runs."""
+    return py_spy(pid, out, rate=SPY_RATE)
 
 
 #: Leaf frames of waiting, not working: thread-pool workers blocked on their
@@ -253,19 +233,6 @@ class Chosen:
     obs_id: str  # one of A's Observations of the patient (read by id)
 
 
-def _stream(seed: int, target: int, chunk: int) -> Iterator[tuple[list[bytes], list[int]]]:
-    total, bodies, counts = 0, [], []
-    for bundle in generate_bundles(seed, 10**9):
-        bodies.append(orjson.dumps(bundle))
-        counts.append(len(bundle["entry"]))
-        total += counts[-1]
-        if len(bodies) == chunk or total >= target:
-            yield bodies, counts
-            bodies, counts = [], []
-        if total >= target:
-            return
-
-
 async def _all_pages(client: httpx.AsyncClient, url: str, params: dict[str, str]
                      ) -> list[dict]:
     out: list[dict] = []
@@ -289,7 +256,7 @@ async def _fill(server: Server, hospital_b: Hospital, *, seed: int, target: int,
     async with http_client(server, 8) as a:
         posted = 0
         start = time.perf_counter()
-        for bodies, counts in _stream(seed, target, 200):
+        for bodies, counts in bundle_stream(seed, target, 200):
             res = await post_bundles(a, server.base, bodies, counts, concurrency=8)
             if res.failures:
                 raise RuntimeError(f"{len(res.failures)} Bundles failed: {res.failures[:3]}")
