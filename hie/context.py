@@ -1,7 +1,8 @@
 """Who is calling: the request context every service receives.
 
-The trust layer fills it from the access token; until then a configured local
-organisation stands in (``HIE_LOCAL_ORGANIZATION``).
+The trust layer fills it from the access token (``hie.auth.context.AuthContext``
+adds the token's scopes, roles and ids); services that only need to know the
+organisation, practitioner and purpose take this base class.
 """
 
 from __future__ import annotations

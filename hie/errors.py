@@ -18,6 +18,7 @@ from starlette.types import Receive, Scope, Send
 from hie.fhir.http import fhir_response
 from hie.fhir.outcome import FhirError, Issue, operation_outcome
 from hie.limits import BodyTooLarge
+from hie.registry.service import RegistryError
 from hie.store.base import StoreUnavailable, VersionConflict
 
 log = logging.getLogger("hie.errors")
@@ -76,6 +77,10 @@ def install(app: FastAPI) -> None:
             message = f"No route for {request.method} {request.url.path}"
         return error_response(request.url.path, exc.status_code, message,
                               getattr(exc, "headers", None))
+
+    @app.exception_handler(RegistryError)
+    async def registry_error(request: Request, exc: RegistryError) -> Response:
+        return error_response(request.url.path, exc.status, str(exc))
 
     @app.exception_handler(VersionConflict)
     async def conflict(request: Request, exc: VersionConflict) -> Response:

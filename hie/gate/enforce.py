@@ -67,8 +67,8 @@ class Gate:
         """The restriction for a request about these Patients (by id)."""
         for pid in list(dict.fromkeys(patient_ids))[:MAX_PATIENTS]:
             self.patients[f"Patient/{pid}"] = None
-            if not self.may_cross:
-                continue
+            if not self.may_cross or any(pid in m for m in self.members.values()):
+                continue  # no crossing, or a Patient of a person already decided
             found = await _person_of(self.store, pid)
             if found is None or found[0] in self.decisions:
                 continue

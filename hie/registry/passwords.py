@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import hmac
 import os
@@ -28,15 +29,18 @@ def hash_password(password: str) -> str:
     return f"scrypt${_N}${_R}${_P}${_b64(salt)}${_b64(digest)}"
 
 
-#: Checked against when the username does not exist, so that a missing account
-#: costs the same time as a wrong password (no username probing by timing).
-_DUMMY = hash_password("no such account")
+@functools.cache
+def _dummy() -> str:
+    """Checked against when the username does not exist, so that a missing account
+    costs the same time as a wrong password (no username probing by timing).
+    Made on first use, not at import: every process imports this module."""
+    return hash_password("no such account")
 
 
 def check_password(password: str, stored: str | None) -> bool:
     """Whether ``password`` matches ``stored`` (``None``: compare with a dummy, return False)."""
     try:
-        scheme, n, r, p, salt, digest = (stored or _DUMMY).split("$")
+        scheme, n, r, p, salt, digest = (stored or _dummy()).split("$")
         expected = base64.b64decode(digest)
         actual = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n),
                                 r=int(r), p=int(p), dklen=len(expected))

@@ -1,8 +1,9 @@
 """Admin API under ``/admin``: hospitals, their keys, practitioners, portal accounts.
 
 Every route needs an access token with the ``admin`` role (``hie admin token
---role admin``). Failures are problem JSON (the app's handler renders the
-``HTTPException``); bodies never contain private keys or password hashes.
+--role admin``). Failures are problem JSON (the app's handlers render
+``RegistryError`` and ``HTTPException``); bodies never contain private keys or
+password hashes.
 """
 
 from __future__ import annotations
@@ -23,17 +24,10 @@ router = APIRouter(prefix="/admin", tags=["admin"],
                    dependencies=[Depends(require_role(ROLE_ADMIN))])
 
 
-def _fail(exc: service.RegistryError) -> HTTPException:
-    return HTTPException(exc.status, str(exc))
-
-
 @router.post("/organizations", status_code=201, summary="register a hospital")
 async def create_organization(body: NewOrganization,
                               store: Store = Depends(get_store)) -> dict[str, Any]:
-    try:
-        org = await service.create_organization(store, **body.model_dump())
-    except service.RegistryError as exc:
-        raise _fail(exc) from None
+    org = await service.create_organization(store, **body.model_dump())
     return org.public()
 
 
@@ -53,39 +47,27 @@ async def get_organization(id: str, store: Store = Depends(get_store)) -> dict[s
 @router.patch("/organizations/{id}", summary="activate or deactivate a hospital")
 async def change_organization(id: str, body: ActiveChange,
                               store: Store = Depends(get_store)) -> dict[str, Any]:
-    try:
-        org = await service.set_organization_active(store, id=id, active=body.active)
-    except service.RegistryError as exc:
-        raise _fail(exc) from None
+    org = await service.set_organization_active(store, id=id, active=body.active)
     return org.public()
 
 
 @router.post("/organizations/{id}/keys", status_code=201, summary="register a public key")
 async def add_key(id: str, jwk: dict[str, Any],
                   store: Store = Depends(get_store)) -> dict[str, Any]:
-    try:
-        org = await service.add_key(store, organization=id, jwk=jwk)
-    except service.RegistryError as exc:
-        raise _fail(exc) from None
+    org = await service.add_key(store, organization=id, jwk=jwk)
     return org.public()
 
 
 @router.delete("/organizations/{id}/keys/{kid}", summary="unregister a public key")
 async def remove_key(id: str, kid: str, store: Store = Depends(get_store)) -> dict[str, Any]:
-    try:
-        org = await service.remove_key(store, organization=id, kid=kid)
-    except service.RegistryError as exc:
-        raise _fail(exc) from None
+    org = await service.remove_key(store, organization=id, kid=kid)
     return org.public()
 
 
 @router.post("/practitioners", status_code=201, summary="register a practitioner")
 async def create_practitioner(body: NewPractitioner,
                               store: Store = Depends(get_store)) -> dict[str, Any]:
-    try:
-        prac = await service.create_practitioner(store, **body.model_dump())
-    except service.RegistryError as exc:
-        raise _fail(exc) from None
+    prac = await service.create_practitioner(store, **body.model_dump())
     return prac.public()
 
 
@@ -107,19 +89,13 @@ async def get_practitioner(id: str, store: Store = Depends(get_store)) -> dict[s
 @router.patch("/practitioners/{id}", summary="activate or deactivate a practitioner")
 async def change_practitioner(id: str, body: ActiveChange,
                               store: Store = Depends(get_store)) -> dict[str, Any]:
-    try:
-        prac = await service.set_practitioner_active(store, id=id, active=body.active)
-    except service.RegistryError as exc:
-        raise _fail(exc) from None
+    prac = await service.set_practitioner_active(store, id=id, active=body.active)
     return prac.public()
 
 
 @router.post("/accounts", status_code=201, summary="create a patient portal account")
 async def create_account(body: NewAccount, store: Store = Depends(get_store)) -> dict[str, Any]:
-    try:
-        account = await service.create_account(store, username=body.username,
-                                                password=body.password,
-                                                person_id=body.person_id)
-    except service.RegistryError as exc:
-        raise _fail(exc) from None
+    account = await service.create_account(store, username=body.username,
+                                            password=body.password,
+                                            person_id=body.person_id)
     return account.public()

@@ -171,8 +171,3 @@ class Store(Protocol):
     async def max_seq(self) -> int:
         """Return the highest ``seq`` assigned so far (0 when empty)."""
         ...
-
-
-def resource_keys(records: Sequence[StoredResource]) -> list[tuple[str, str]]:
-    """Return the (type, id) keys of ``records``."""
-    return [(r.resource_type, r.id) for r in records]
