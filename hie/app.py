@@ -28,6 +28,7 @@ from hie.auth.router import router as auth_router
 from hie.auth.router import smart_router
 from hie.auth.tokens import TokenService
 from hie.config import Settings, get_settings
+from hie.dicomweb.router import router as dicomweb_router
 from hie.fhir.access import AccessAuditMiddleware
 from hie.fhir.router import router as fhir_router
 from hie.fhir.writes import WriteHook
@@ -103,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # traffic (each route passed over costs a regex match and FastAPI's
     # bookkeeping; ~50 routes used to stand before the FHIR ones).
     app.include_router(fhir_router)
+    app.include_router(dicomweb_router)
     app.include_router(auth_router)
     app.include_router(admin_router)
     app.include_router(usage_router(require_role(ROLE_ADMIN)))

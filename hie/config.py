@@ -40,6 +40,9 @@ class Settings(AuthSettings):
     max_page_size: int = 1000
     #: Most entries in one transaction or batch Bundle.
     max_bundle_entries: int = 5000
+    #: Identifier system of a DICOM PatientID (the hospital's MRN) when the
+    #: instance's IssuerOfPatientID names none; the HL7 adapter's default MRN system.
+    dicom_patient_id_system: str = "urn:hie:hospital:mrn"
 
     @property
     def fhir_base(self) -> str:

@@ -31,6 +31,7 @@ from hie.audit.model import AuditRecord, from_context
 from hie.config import Settings
 from hie.context import RequestContext
 from hie.dependencies import get_context, restriction_for
+from hie.dicomweb.records import DICOM_TYPES, patient_of
 from hie.fhir.search.extract import reference_values
 from hie.gate.enforce import Gate, mask_contacts
 from hie.identity.masking import body_for_caller
@@ -127,6 +128,8 @@ def patient_refs(rec: StoredResource) -> list[str]:
     """The ``Patient/…`` references that put a stored resource in a compartment."""
     if rec.resource_type == "Patient":
         return [f"Patient/{rec.id}"]
+    if rec.resource_type in DICOM_TYPES:
+        return patient_of(rec)
     params = PATIENT_COMPARTMENT.get(rec.resource_type) or ()
     if not params or not rec.body:
         return []

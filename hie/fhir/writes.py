@@ -175,6 +175,22 @@ async def execute(store: Store, ctx: RequestContext, entries: list[WriteEntry], 
     return await store.transact(run)
 
 
+async def execute_in(tx: Transaction, ctx: RequestContext, entries: list[WriteEntry], *,
+                     stamp: str, hooks: Sequence[WriteHook] = (),
+                     extra: Sequence[WriteRecord] = ()) -> list[EntryResult]:
+    """Apply ``entries`` inside a transaction the caller holds, with ``extra``
+    records (written by the caller's own rules) in the same commit.
+
+    For writes whose content depends on what the transaction read (the DICOM
+    study merged with what was stored before): the plan is made inside the
+    transaction, where nothing can change under it."""
+    plan = await _make_plan(tx, ctx, entries, stamp)
+    await tx.put_many([*plan.records, *extra])
+    for hook in hooks:
+        await hook(tx, ctx, plan.records)
+    return plan.results
+
+
 async def _verify(tx: Transaction, plan: _Plan) -> None:
     for check in plan.searches:
         await tx.lock(check.key)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from hie.context import RequestContext, organization_source
+from hie.dicomweb.records import DICOM_TYPES
 from hie.identity.service import load_link, load_person
 from hie.store.base import Store
 from hie.store.query import Grant, IdMatch, ReferenceMatch, Restriction, SearchQuery
@@ -99,8 +100,7 @@ class Gate:
             grants.append(Grant(
                 patients=patients, sources=sources, params=COMPARTMENT_PARAMS,
                 hidden_labels=frozenset(decision.hidden_labels),
-                types=frozenset(decision.resource_types)
-                if decision.resource_types is not None else None))
+                types=_with_dicom(decision.resource_types)))
         return Restriction(sources=self.base.sources, hidden_labels=self.base.hidden_labels,
                            grants=tuple(grants))
 
@@ -128,6 +128,15 @@ class Gate:
         if any(b.code == "consent-unavailable" for d in refused for b in d.basis):
             return "consent service unavailable"
         return "consent refused"
+
+
+def _with_dicom(types: Iterable[str] | None) -> frozenset[str] | None:
+    """Resource types a decision opens; an opened ImagingStudy opens the
+    study's DICOM records too."""
+    if types is None:
+        return None
+    opened = frozenset(types)
+    return opened | DICOM_TYPES if "ImagingStudy" in opened else opened
 
 
 async def _person_of(store: Store, patient_id: str) -> tuple[str, list[str]] | None:

@@ -1,0 +1,174 @@
+"""DICOM metadata in the document store: one record per study, series and
+instance of each hospital, with its QIDO search indexes.
+
+Each record's body is ``{"patient": "Patient/<id>", "dataset": <DICOM JSON>}``:
+the dataset holds the attributes of its level and the levels above it (so a
+series-level query on ``PatientID`` is answered from series records alone);
+study and series records also carry the computed attributes
+(``ModalitiesInStudy``, ``NumberOfStudyRelatedInstances``, …). The patient is
+the hospital's ``Patient`` resource the study belongs to; it is indexed as the
+reference parameter ``patient``, which is what the consent gate's grants
+follow, so a DICOM read is restricted exactly like a FHIR read.
+
+DICOM records live in their own namespace of sources: an organisation's
+records carry ``<its meta.source>#dicom``. No FHIR read's restriction names
+such a source, so ``/fhir`` (system ``_history`` included) can never return
+them; DICOMweb reads translate their restriction with :func:`dicom_view`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from typing import Any, Literal
+
+import orjson
+
+from hie.identity.resident_id import mask_text
+from hie.store.base import StoredResource
+from hie.store.index import IndexEntries
+from hie.store.query import Restriction
+
+Level = Literal["study", "series", "instance"]
+
+STUDY_TYPE = "DicomStudy"
+SERIES_TYPE = "DicomSeries"
+INSTANCE_TYPE = "DicomInstance"
+TYPE_OF: dict[str, str] = {"study": STUDY_TYPE, "series": SERIES_TYPE, "instance": INSTANCE_TYPE}
+DICOM_TYPES: frozenset[str] = frozenset(TYPE_OF.values())
+SOURCE_SUFFIX = "#dicom"
+#: The reference parameter naming the record's Patient (a patient-compartment
+#: parameter, so the consent gate's grants apply to it).
+PATIENT_PARAM = "patient"
+
+STUDY_UID, SERIES_UID, SOP_UID, SOP_CLASS = "0020000D", "0020000E", "00080018", "00080016"
+PATIENT_ID, PATIENT_NAME = "00100020", "00100010"
+MODALITY, MODALITIES_IN_STUDY, SOP_CLASSES_IN_STUDY = "00080060", "00080061", "00080062"
+STUDY_SERIES_COUNT, STUDY_INSTANCE_COUNT, SERIES_INSTANCE_COUNT = \
+    "00201206", "00201208", "00201209"
+RETRIEVE_URL = "00081190"
+
+#: Attributes indexed for QIDO, per index kind; each record indexes those
+#: present in its dataset. Everything else a query names is matched on the
+#: candidates the indexes return (imaging.qido.matches).
+TOKEN_TAGS = (STUDY_UID, SERIES_UID, SOP_UID, SOP_CLASS, MODALITY, MODALITIES_IN_STUDY,
+              PATIENT_ID, "00080050", "00200010")  # … AccessionNumber, StudyID
+STRING_TAGS = (PATIENT_NAME, "00080090")  # PatientName, ReferringPhysicianName
+DATE_TAGS = ("00080020",)  # StudyDate
+#: Attributes that may hold a resident ID number (masked for other hospitals).
+_ID_TAGS = (PATIENT_ID, "00101000")
+_ID_SEQUENCE = "00101002"  # OtherPatientIDsSequence
+#: Attributes removed when the patient's consent masks contact details.
+_CONTACT_TAGS = {"address": ("00101040",), "telecom": ("00102154", "00102155")}
+
+
+def dicom_source(source: str) -> str:
+    """The source of DICOM records written by the organisation of ``source``."""
+    return source + SOURCE_SUFFIX
+
+
+def org_source(source: str | None) -> str | None:
+    """The organisation source a DICOM record's source belongs to."""
+    if source is not None and source.endswith(SOURCE_SUFFIX):
+        return source[: -len(SOURCE_SUFFIX)]
+    return source
+
+
+def dicom_view(restriction: Restriction) -> Restriction:
+    """The restriction of a DICOMweb read: the same organisations and grants,
+    in the DICOM records' namespace of sources."""
+    sources = None if restriction.sources is None else \
+        frozenset(dicom_source(s) for s in restriction.sources)
+    grants = tuple(dataclasses.replace(g, sources=frozenset(dicom_source(s) for s in g.sources))
+                   for g in restriction.grants)
+    return Restriction(sources=sources, hidden_labels=restriction.hidden_labels, grants=grants)
+
+
+def record_id(source: str, *uids: str) -> str:
+    """The store id of one hospital's record of a study, series or instance (a
+    digest: UIDs never become ids or paths as they are)."""
+    return hashlib.sha256("|".join((source, *uids)).encode()).hexdigest()[:40]
+
+
+def body(patient: str, dataset: dict[str, Any]) -> bytes:
+    """A record's stored body."""
+    return orjson.dumps({"patient": patient, "dataset": dataset})
+
+
+def unpack(rec: StoredResource) -> tuple[str, dict[str, Any]]:
+    """A record's patient reference and dataset."""
+    doc = orjson.loads(rec.body)
+    return doc["patient"], doc["dataset"]
+
+
+def patient_of(rec: StoredResource) -> list[str]:
+    """The ``Patient/…`` reference of a DICOM record (for the audit record)."""
+    if not rec.body or rec.deleted:
+        return []
+    return [orjson.loads(rec.body)["patient"]]
+
+
+def _strings(ds: dict[str, Any], tag: str) -> list[str]:
+    element = ds.get(tag) or {}
+    out: list[str] = []
+    for v in element.get("Value") or ():
+        if isinstance(v, dict):  # PN
+            out += [str(x) for x in v.values() if x]
+        elif v is not None:
+            out.append(str(v))
+    return out
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.replace("^", " ").split()).casefold()
+
+
+def _date_range(value: str) -> tuple[str, str] | None:
+    if len(value) != 8 or not value.isdigit():
+        return None
+    day = f"{value[:4]}-{value[4:6]}-{value[6:]}"
+    return day + "T00:00:00.000000", day + "T23:59:59.999999"
+
+
+def index(dataset: dict[str, Any], patient_id: str) -> IndexEntries:
+    """The QIDO index entries of one record."""
+    out = IndexEntries()
+    for tag in TOKEN_TAGS:
+        out.token += [(tag, "", v) for v in _strings(dataset, tag)]
+    for tag in STRING_TAGS:
+        out.string += [(tag, _normalise(v), v) for v in _strings(dataset, tag)]
+    for tag in DATE_TAGS:
+        for v in _strings(dataset, tag):
+            r = _date_range(v)
+            if r is not None:
+                out.date.append((tag, *r))
+    out.reference.append((PATIENT_PARAM, "Patient", patient_id))
+    return out
+
+
+def render(dataset: dict[str, Any], *, own: bool, masks: frozenset[str]) -> dict[str, Any]:
+    """A dataset as a caller sees it: another hospital's resident ID numbers
+    masked, and contact details removed when the patient's consent says so."""
+    if own:
+        return dataset
+    out = dict(dataset)
+    for tag in _ID_TAGS:
+        if tag in out:
+            out[tag] = _masked(out[tag])
+    seq = out.get(_ID_SEQUENCE)
+    if seq and seq.get("Value"):
+        out[_ID_SEQUENCE] = {**seq, "Value": [
+            {**item, PATIENT_ID: _masked(item[PATIENT_ID])} if PATIENT_ID in item else item
+            for item in seq["Value"] if isinstance(item, dict)]}
+    for mask, tags in _CONTACT_TAGS.items():
+        if mask in masks:
+            for tag in tags:
+                out.pop(tag, None)
+    return out
+
+
+def _masked(element: dict[str, Any]) -> dict[str, Any]:
+    values = element.get("Value")
+    if not values:
+        return element
+    return {**element, "Value": [mask_text(v) if isinstance(v, str) else v for v in values]}

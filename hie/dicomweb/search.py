@@ -1,0 +1,185 @@
+"""QIDO-RS and WADO-RS metadata over the DICOM records, under the caller's
+restriction.
+
+A QIDO query is compiled into a store query on the indexed attributes (UIDs,
+PatientID, AccessionNumber, Modality, PatientName prefixes, StudyDate
+ranges), with the caller's restriction inside it; every candidate the indexes
+return is then matched against the whole query with PS3.4 semantics
+(:func:`imaging.qido.matches`) before ``offset`` and ``limit`` apply. So what
+the indexes cannot express (``?`` wildcards, sequence matching, times) is
+still matched exactly, and what the caller may not see is never a candidate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+
+from hie.dicomweb import records
+from hie.dicomweb.records import (
+    DATE_TAGS,
+    INSTANCE_TYPE,
+    PATIENT_ID,
+    PATIENT_PARAM,
+    SERIES_UID,
+    SOP_UID,
+    STRING_TAGS,
+    STUDY_TYPE,
+    STUDY_UID,
+    TOKEN_TAGS,
+    TYPE_OF,
+)
+from hie.store.base import Store, StoredResource
+from hie.store.query import (
+    AnyOf,
+    Condition,
+    DateMatch,
+    ReferenceMatch,
+    Restriction,
+    SearchQuery,
+    StringMatch,
+    TokenMatch,
+)
+from imaging.qido import Match, QidoQuery, matches
+
+#: Records read from the store per round trip while matching.
+BATCH = 500
+#: Most candidates one query may look at (bounds the work of a query whose
+#: conditions the indexes cannot narrow).
+MAX_SCANNED = 200_000
+
+
+@dataclass(slots=True)
+class Found:
+    """One page of QIDO results and whether more would have matched."""
+
+    records: list[StoredResource]
+    more: bool = False
+
+
+def compile_query(query: QidoQuery, *, restriction: Restriction,
+                  same_patient: dict[str, tuple[str, ...]] | None = None) -> SearchQuery:
+    """The store query for the indexed part of ``query``. ``same_patient``
+    maps a PatientID value to the Patients (all hospitals) of the person the
+    caller's own hospital registered with it: such a key also matches those
+    Patients' records, whatever their PatientID at their hospital."""
+    where: list[AnyOf] = []
+    for m in query.matches:
+        if m.tag == PATIENT_ID and m.kind == "single" and same_patient and m.value in same_patient:
+            terms: list[Condition] = [TokenMatch(PATIENT_ID, m.value)]
+            terms += [ReferenceMatch(PATIENT_PARAM, pid, "Patient")
+                      for pid in same_patient[m.value]]
+            where.append(AnyOf(tuple(terms)))
+            continue
+        cond = _condition(m)
+        if cond is not None:
+            where.append(cond)
+    where += date_conditions(query)
+    return SearchQuery(TYPE_OF[query.level], where=tuple(where),
+                       restriction=records.dicom_view(restriction))
+
+
+def _condition(m: Match) -> AnyOf | None:
+    if m.tag in TOKEN_TAGS:
+        if m.kind == "single" and m.value:
+            return AnyOf((TokenMatch(m.tag, m.value),))
+        if m.kind == "uids" and m.values:
+            return AnyOf(tuple(TokenMatch(m.tag, v) for v in m.values))
+        return None
+    if m.tag in STRING_TAGS and m.kind in ("single", "wildcard") and m.value:
+        prefix = m.value
+        for ch in "*?":
+            prefix = prefix.split(ch, 1)[0]
+        prefix = " ".join(prefix.replace("^", " ").split()).casefold()
+        return AnyOf((StringMatch(m.tag, prefix, "start"),)) if prefix else None
+    return None
+
+
+def date_conditions(query: QidoQuery) -> list[AnyOf]:
+    """StudyDate values and ranges: ``ge`` the low day and ``le`` the high one
+    (each one condition; an open end gives none)."""
+    out: list[AnyOf] = []
+    for m in query.matches:
+        if m.tag not in DATE_TAGS or m.kind not in ("single", "range"):
+            continue
+        low = m.value if m.kind == "single" else m.low
+        high = m.value if m.kind == "single" else m.high
+        low_day, high_day = _day(low or ""), _day(high or "")
+        if low_day:
+            out.append(AnyOf((DateMatch(m.tag, "ge", *low_day),)))
+        if high_day:
+            out.append(AnyOf((DateMatch(m.tag, "le", *high_day),)))
+    return out
+
+
+def _day(value: str) -> tuple[str, str] | None:
+    value = value.strip()[:8]
+    if len(value) != 8 or not value.isdigit():
+        return None
+    day = f"{value[:4]}-{value[4:6]}-{value[6:]}"
+    return day + "T00:00:00.000000", day + "T23:59:59.999999"
+
+
+async def search(store: Store, query: QidoQuery, compiled: SearchQuery, *,
+                 post: QidoQuery, limit: int) -> Found:
+    """Up to ``limit`` records matching ``post`` after ``query.offset``."""
+    found = Found([])
+    skipped = 0
+    async for rec in _candidates(store, compiled):
+        _, dataset = records.unpack(rec)
+        if not matches(dataset, post):
+            continue
+        if skipped < query.offset:
+            skipped += 1
+            continue
+        if len(found.records) == limit:
+            found.more = True
+            break
+        found.records.append(rec)
+    return found
+
+
+async def _candidates(store: Store, query: SearchQuery) -> AsyncIterator[StoredResource]:
+    cursor = None
+    scanned = 0
+    while scanned < MAX_SCANNED:
+        page = await store.search(query, limit=BATCH, cursor=cursor)
+        for rec in page.resources:
+            yield rec
+        scanned += len(page.resources)
+        if page.next is None:
+            return
+        cursor = page.next
+
+
+async def instances(store: Store, *, study: str, series: str | None = None,
+                    sop: str | None = None, restriction: Restriction) -> list[StoredResource]:
+    """Every visible instance record of a study (or one series, or one instance)."""
+    where = [AnyOf((TokenMatch(STUDY_UID, study),))]
+    if series is not None:
+        where.append(AnyOf((TokenMatch(SERIES_UID, series),)))
+    if sop is not None:
+        where.append(AnyOf((TokenMatch(SOP_UID, sop),)))
+    query = SearchQuery(INSTANCE_TYPE, where=tuple(where),
+                        restriction=records.dicom_view(restriction))
+    return [rec async for rec in _candidates(store, query)]
+
+
+async def patients_of_uids(store: Store, uids: Iterable[tuple[str, str]],
+                           limit: int = 20) -> list[str]:
+    """The Patients (ids) whose studies, series or instances have these UIDs,
+    in any hospital — an unrestricted look-up that only finds whose records
+    they are, so that the consent gate can decide; the restricted query that
+    follows is what the caller gets."""
+    found: dict[str, None] = {}
+    for tag, uid in uids:
+        rtype = {STUDY_UID: STUDY_TYPE, SERIES_UID: TYPE_OF["series"],
+                 SOP_UID: INSTANCE_TYPE}[tag]
+        page = await store.search(SearchQuery(rtype, where=(AnyOf((TokenMatch(tag, uid),)),)),
+                                  limit=limit)
+        for rec in page.resources:
+            for ref in records.patient_of(rec):
+                found[ref.split("/", 1)[1]] = None
+        if len(found) >= limit:
+            break
+    return list(found)[:limit]
