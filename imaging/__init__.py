@@ -1,2 +1,3 @@
-"""DICOM domain (pydicom): metadata extraction, DICOM JSON, QIDO matching and the
-FHIR ImagingStudy mapping. No web framework, no store. Filled by the imaging issue."""
+"""DICOM domain (pydicom): metadata extraction (``parse``, ``part10``), the DICOM JSON
+model (``jsonmodel``), query levels and QIDO-RS matching (``levels``, ``qido``) and the
+FHIR ImagingStudy mapping (``fhirmap``). No web framework, no store; see docs/imaging.md."""

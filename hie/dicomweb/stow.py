@@ -103,6 +103,11 @@ async def store_instances(store: Store, ctx: RequestContext, incoming: Sequence[
 async def _patient(store: Store, ctx: RequestContext, dataset: dict[str, Any], system: str,
                    mrn: str, hooks: Sequence[writes.WriteHook]) -> str:
     """The id of the hospital's Patient with this PatientID (created when missing)."""
+    own = Restriction(sources=frozenset({ctx.source}))
+    page = await store.search(SearchQuery("Patient", where=(AnyOf((TokenMatch(
+        "identifier", mrn, system),)),), restriction=own), limit=1)
+    if page.resources:  # the usual case: no transaction needed to find it
+        return page.resources[0].id
     entry = writes.WriteEntry("POST", "Patient", resource=patient_resource(dataset, system, mrn),
                               condition=[("identifier", f"{system}|{mrn}")])
     result = (await writes.execute(store, ctx, [entry], hooks=hooks))[0]

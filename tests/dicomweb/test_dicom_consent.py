@@ -159,3 +159,12 @@ async def test_every_dicom_access_is_audited_under_the_patient(
         a.get("who", {}).get("identifier", {}).get("value") == "hospb-dr-1"
         or "hospb-dr-1" in orjson.dumps(a).decode() for a in e.get("agent", []))
         for e in reads), reads
+
+
+async def test_break_the_glass_opens_the_study_for_the_emergency(
+        app: FastAPI, make_client: Make, region: dict) -> None:
+    emergency = {"practitioner": "hospb-dr-1", "purpose_of_use": "ETREAT",
+                 "reason": "unconscious on arrival"}
+    async with make_client("hospb", scope="user/*.rs", **emergency) as b:
+        answers = await _reads(b, region)
+    assert _seen(answers), answers
