@@ -153,7 +153,21 @@ async def _store_study(tx: Transaction, ctx: RequestContext, uid: str, group: li
                                         stamp, patient, patient_ref, series_set))
     entry = writes.WriteEntry("PUT", "ImagingStudy", resource=study,
                               condition=[("identifier", f"{UID_SYSTEM}|urn:oid:{uid}")])
-    await writes.execute_in(tx, ctx, [entry], stamp=stamp, hooks=hooks, extra=puts)
+    [written] = await writes.execute_in(tx, ctx, [entry], stamp=stamp, hooks=hooks)
+    # the study's sensitivity labels (derived from its codes at ingest) go with its
+    # DICOM records, so a hidden category hides them on DICOMweb as on FHIR
+    labels = _labels(written.body)
+    for record in puts:
+        if record.index is not None:
+            record.index.token += labels
+    await tx.put_many(puts)
+
+
+def _labels(body: bytes | None) -> list[tuple[str, str, str]]:
+    if not body:
+        return []
+    security = (orjson.loads(body).get("meta") or {}).get("security") or []
+    return [("_security", s.get("system", ""), s["code"]) for s in security if s.get("code")]
 
 
 async def _level_record(tx: Transaction, rtype: str, rid: str, source: str, stamp: str,
@@ -204,6 +218,9 @@ def merge_studies(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         series[s["uid"]] = {**before, **s, "instance": list(instances.values()),
                             "numberOfInstances": len(instances)}
     out = {k: v for k, v in new.items() if k not in ("id", "meta")}
+    security = (old.get("meta") or {}).get("security")
+    if security:  # labels the hospital set on the study stay
+        out["meta"] = {"security": security}
     out["series"] = list(series.values())
     out["numberOfSeries"] = len(series)
     out["numberOfInstances"] = sum(len(s.get("instance", [])) for s in series.values())

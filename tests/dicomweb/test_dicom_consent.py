@@ -168,3 +168,38 @@ async def test_break_the_glass_opens_the_study_for_the_emergency(
     async with make_client("hospb", scope="user/*.rs", **emergency) as b:
         answers = await _reads(b, region)
     assert _seen(answers), answers
+
+
+async def test_a_study_labelled_sensitive_stays_hidden_unless_its_category_is_opened(
+        app: FastAPI, make_client: Make, region: dict) -> None:
+    study = generate_uid()
+    async with make_client("hospa") as a:
+        # the hospital labels the study (mental health) through FHIR, then sends its images
+        r = await a.put("/fhir/ImagingStudy", params={
+            "identifier": f"urn:dicom:uid|urn:oid:{study}"}, json={
+            "resourceType": "ImagingStudy", "status": "available",
+            "meta": {"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                                   "code": "PSY"}]},
+            "identifier": [{"system": "urn:dicom:uid", "value": f"urn:oid:{study}"}],
+            "subject": {"reference": "Patient/" + await _pid(app, "PA")}})
+        assert r.status_code == 201, r.text
+        assert (await stow(a, [instance(study=study, patient_id="PA")])).status_code == 200
+        [img] = (await a.get("/fhir/ImagingStudy", params={
+            "identifier": f"urn:dicom:uid|urn:oid:{study}"})).json()["entry"]
+        assert img["resource"]["meta"]["security"][0]["code"] == "PSY"
+        assert img["resource"]["numberOfInstances"] == 1
+    data = StoreConsentData(app.state.store)
+    for opened, visible in (([], 0), (["PSY"], 1)):
+        granted = await service.grant_consent(data, person=region["person"],
+                                              organization="hospb", purposes=["TREAT"],
+                                              open_labels=opened)
+        async with make_client("hospb", scope="user/*.rs", **DOCTOR) as b:
+            found = (await b.get(f"{DICOMWEB}/studies", params={"StudyInstanceUID": study}))
+            assert len(found.json()) == visible, opened
+            meta = await b.get(f"{DICOMWEB}/studies/{study}/metadata")
+            assert meta.status_code == (200 if visible else 404)
+            # the unlabelled study of the same patient is visible either way
+            other = await b.get(f"{DICOMWEB}/studies",
+                                params={"StudyInstanceUID": region["study"]})
+            assert len(other.json()) == 1
+        await service.withdraw_consent(data, person=region["person"], consent_id=granted["id"])
