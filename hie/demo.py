@@ -27,6 +27,7 @@ from consent import service as consent_service
 from hie.auth.jwk import new_client_key
 from hie.config import Settings
 from hie.context import RequestContext
+from hie.demo_imaging import seed_study
 from hie.fhir import writes
 from hie.fhir.search.parse import parse_search
 from hie.fhir.validate import validate_resource
@@ -172,6 +173,12 @@ async def seed(store: Store, settings: Settings, *, hooks: list[writes.WriteHook
                                              settings, rng)},
                        *_records(pat, h, conditions, rng)]
             patient_id = await _push(store, hooks, hosp_id, entries, mrn, h)
+            if hosp_id == where[0]:  # an imaging study at the patient's first hospital
+                await seed_study(store, hooks, hospital=hosp_id,
+                                 mrn_system=MRN_SYSTEM.format(n=h), mrn=mrn,
+                                 name=f"={family}^{given}", birth=birth.replace("-", ""),
+                                 sex="M" if gender == "male" else "F",
+                                 rng=random.Random(f"{seed_value}-imaging-{n}"))
             person = person or await person_id_of(store, patient_id)
         username = f"patient{n + 1}"
         password = secrets.token_urlsafe(9)
