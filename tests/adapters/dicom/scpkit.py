@@ -1,0 +1,119 @@
+"""DICOM test material and DCMTK's ``storescu`` for the adapter's DICOM tests.
+
+The files are pydicom's own test files (installed with pydicom, no download):
+those that are storage instances pydicom reads, with the UIDs a storage SCP needs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import pydicom
+from peers.orthanc import NODELAY_ENV, STORESCU, association_profile
+from pydicom.uid import generate_uid
+from pynetdicom.sop_class import _STORAGE_CLASSES
+
+TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
+_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+_STORAGE = frozenset(_STORAGE_CLASSES.values())
+
+
+@cache
+def storage_files() -> tuple[Path, ...]:
+    """pydicom's test files that are storage instances: a storage SOP class, valid
+    SOP Instance, Study and Series UIDs and a transfer syntax in the file meta."""
+    out = []
+    for path in sorted(TEST_FILES.rglob("*")):
+        if not path.is_file():
+            continue
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception:
+            continue
+        uids = [ds.get(k) for k in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")]
+        if (ds.get("SOPClassUID") in _STORAGE and "TransferSyntaxUID" in ds.file_meta
+                and all(isinstance(u, str) and len(u) <= 64 and _UID.fullmatch(u)
+                        for u in uids)):
+            out.append(path)
+    return tuple(out)
+
+
+def sop_uid(path: Path) -> str:
+    return str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+
+
+def patient_id(path: Path) -> str:
+    return str(pydicom.dcmread(path, stop_before_pixels=True).get("PatientID") or "").strip()
+
+
+def study_uid(path: Path) -> str:
+    return str(pydicom.dcmread(path, stop_before_pixels=True).StudyInstanceUID)
+
+
+def copies(source: Path, folder: Path, n: int, *, study: str | None = None,
+           date: str | None = None) -> list[Path]:
+    """``n`` copies of ``source`` with new SOP Instance UIDs in one new series of
+    ``study`` (default: a new study) dated ``date`` (default: today)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ds = pydicom.dcmread(source)
+    ds.StudyInstanceUID = study or generate_uid()
+    ds.StudyDate = date or f"{dt.date.today():%Y%m%d}"
+    ds.SeriesInstanceUID = generate_uid()
+    out = []
+    for i in range(n):
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.InstanceNumber = i + 1
+        path = folder / f"{i:04d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        out.append(path)
+    return out
+
+
+@dataclass
+class Sent:
+    """What ``storescu`` reported per file."""
+
+    stored: list[Path]
+    failed: list[Path]
+    output: str
+    returncode: int
+
+
+_SENDING = re.compile(r"Sending file: (.+)$")
+_RESPONSE = re.compile(r"Received Store Response \((.+)\)")
+
+
+def storescu(files: list[Path], *, port: int, called_aet: str, workdir: Path,
+             timeout: float = 300.0) -> Sent:
+    """Send ``files`` in one association (one presentation context per SOP class and
+    transfer syntax of the files, no conversion) and sort them by the status
+    ``storescu -v`` reports for each: Success or Warning → stored."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    links = workdir / "send"
+    links.mkdir(exist_ok=True)
+    by_link = {}
+    for i, f in enumerate(files):
+        link = links / f"{i:05d}.dcm"
+        link.symlink_to(f.resolve())
+        by_link[str(link)] = f
+    profile = association_profile(files, workdir / "storescu.cfg")
+    cmd = [STORESCU, "-v", "-nh", "-aet", "HIESCU", "-aec", called_aet, "-xf",
+           str(workdir / "storescu.cfg"), profile, "+sd", "127.0.0.1", str(port), str(links)]
+    done = subprocess.run(cmd, env=os.environ | NODELAY_ENV, capture_output=True, text=True,
+                          timeout=timeout)
+    output = done.stdout + done.stderr
+    stored, failed, current = [], [], None
+    for line in output.splitlines():
+        if m := _SENDING.search(line):
+            current = by_link.get(m.group(1).strip())
+        elif (m := _RESPONSE.search(line)) and current is not None:
+            ok = m.group(1).startswith(("Success", "Warning"))
+            (stored if ok else failed).append(current)
+            current = None
+    return Sent(stored, failed, output, done.returncode)
