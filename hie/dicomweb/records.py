@@ -47,6 +47,7 @@ MODALITY, MODALITIES_IN_STUDY, SOP_CLASSES_IN_STUDY = "00080060", "00080061", "0
 STUDY_SERIES_COUNT, STUDY_INSTANCE_COUNT, SERIES_INSTANCE_COUNT = \
     "00201206", "00201208", "00201209"
 RETRIEVE_URL = "00081190"
+AVAILABILITY = "00080056"  # InstanceAvailability
 
 #: Attributes indexed for QIDO, per index kind; each record indexes those
 #: present in its dataset. Everything else a query names is matched on the

@@ -156,7 +156,8 @@ async def _qido(request: Request, note: Access, level: str, *, study: str | None
     found = await search.search(note.store, query, compiled, post=post, limit=limit)
     note.saw(found.records)
     base = _base(note)
-    out = [_result(rec, note, query, base) for rec in found.records]
+    parents = search.Parents(note.store, restriction)
+    out = [await _result(rec, note, query, base, parents) for rec in found.records]
     headers: dict[str, str] = {}
     texts = [t for t in (warning(query),) if t]
     if found.more and query.limit is None:
@@ -210,8 +211,14 @@ async def _own_patients(note: Access, mrn: str) -> list[str]:
     return [r.id for r in page.resources]
 
 
-def _result(rec: StoredResource, note: Access, query: QidoQuery, base: str) -> dict:
+async def _result(rec: StoredResource, note: Access, query: QidoQuery, base: str,
+                  parents: search.Parents) -> dict:
     _, dataset = records.unpack(rec)
+    study = query.level != "study" and query.study_uid is None
+    series = query.level == "instance" and query.series_uid is None
+    if study or series:
+        dataset = {**dataset, **await parents.computed(rec, dataset, study=study,
+                                                        series=series)}
     shown = project(_rendered(rec, note, dataset), query)
     study = _first(dataset, STUDY_UID)
     url = f"{base}/studies/{study}"

@@ -183,3 +183,51 @@ async def patients_of_uids(store: Store, uids: Iterable[tuple[str, str]],
         if len(found) >= limit:
             break
     return list(found)[:limit]
+
+
+#: Attributes a study or series record computes that results of lower levels
+#: must carry too (PS3.18 10.6.3.3: a query not scoped to one study returns
+#: the study's attributes).
+_STUDY_COMPUTED = (records.MODALITIES_IN_STUDY, records.SOP_CLASSES_IN_STUDY,
+                   records.STUDY_SERIES_COUNT, records.STUDY_INSTANCE_COUNT)
+_SERIES_COMPUTED = (records.SERIES_INSTANCE_COUNT,)
+
+
+class Parents:
+    """The computed attributes of the study and series a result belongs to,
+    read once per request."""
+
+    def __init__(self, store: Store, restriction: Restriction) -> None:
+        self.store = store
+        self.restriction = records.dicom_view(restriction)
+        self._cache: dict[tuple[str, str], dict] = {}
+
+    async def computed(self, rec: StoredResource, dataset: dict, *, study: bool,
+                       series: bool) -> dict:
+        """The computed attributes to add to ``dataset`` (of record ``rec``)."""
+        out: dict = {}
+        study_uid = _value(dataset, STUDY_UID)
+        series_uid = _value(dataset, SERIES_UID)
+        source = rec.source or ""
+        if study:
+            out.update(await self._read(STUDY_TYPE, records.record_id(source, study_uid),
+                                        _STUDY_COMPUTED))
+        if series:
+            out.update(await self._read(TYPE_OF["series"],
+                                        records.record_id(source, study_uid, series_uid),
+                                        _SERIES_COMPUTED))
+        return out
+
+    async def _read(self, rtype: str, rid: str, tags: tuple[str, ...]) -> dict:
+        key = (rtype, rid)
+        if key not in self._cache:
+            found = await self.store.read(rtype, rid, restriction=self.restriction)
+            dataset = records.unpack(found)[1] if found is not None and not found.deleted \
+                else {}
+            self._cache[key] = {t: dataset[t] for t in tags if t in dataset}
+        return self._cache[key]
+
+
+def _value(dataset: dict, tag: str) -> str:
+    values = (dataset.get(tag) or {}).get("Value") or [""]
+    return str(values[0])

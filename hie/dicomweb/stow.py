@@ -85,6 +85,7 @@ async def store_instances(store: Store, ctx: RequestContext, incoming: Sequence[
             out.failure, out.reason = NOT_MATCHING, \
                 "PatientID is empty: every study is linked to the hospital's patient"
             continue
+        item.dataset[records.AVAILABILITY] = availability(item.dataset)
         studies.setdefault(out.study_uid or "", []).append(item)
     for uid, group in studies.items():
         first = group[0].dataset
@@ -140,12 +141,14 @@ async def _store_study(tx: Transaction, ctx: RequestContext, uid: str, group: li
         return
     study = await _merged_study(tx, ctx, uid, changed, patient_ref)
     study_set = level_view(changed[-1].dataset, "study")
+    study_set[records.AVAILABILITY] = changed[-1].dataset[records.AVAILABILITY]
     series_counts = {s["uid"]: s.get("numberOfInstances", 0) for s in study.get("series", [])}
     study_set.update(_computed_study(study))
     puts.append(await _level_record(tx, STUDY_TYPE, records.record_id(source, uid), source,
                                     stamp, patient, patient_ref, study_set))
     for series_uid, dataset in latest.items():
         series_set = level_view(dataset, "series")
+        series_set[records.AVAILABILITY] = dataset[records.AVAILABILITY]
         series_set[SERIES_INSTANCE_COUNT] = {"vr": "IS",
                                              "Value": [series_counts.get(series_uid, 0)]}
         puts.append(await _level_record(tx, SERIES_TYPE,
@@ -250,6 +253,15 @@ def _computed_study(study: dict[str, Any]) -> dict[str, Any]:
     if classes:
         out[SOP_CLASSES_IN_STUDY] = {"vr": "UI", "Value": classes}
     return out
+
+
+def availability(dataset: dict[str, Any]) -> dict[str, Any]:
+    """InstanceAvailability (PS3.4 C.4.23.1.1) as the exchange can offer it: the
+    pixels are ONLINE at the source PACS when the instance names where
+    (RetrieveURL there), and UNAVAILABLE when nobody told us (a Part 10 upload:
+    the exchange drops the pixel data and keeps no copy)."""
+    online = _source_base(dataset) is not None
+    return {"vr": "CS", "Value": ["ONLINE" if online else "UNAVAILABLE"]}
 
 
 def _text(dataset: dict[str, Any], tag: str) -> str:

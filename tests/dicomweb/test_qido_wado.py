@@ -66,7 +66,14 @@ async def test_series_and_instance_levels_and_relative_queries(
     assert all(value(s, "00080060") == "CT" for s in series)
     counts = {value(s, "0020000E"): value(s, "00201209") for s in series}
     assert counts[ct[0].SeriesInstanceUID] == 2
-    assert len(await _get(client, "/series", Modality="MR")) == 1
+    [mr_series] = await _get(client, "/series", Modality="MR")
+    # a query not scoped to one study returns the study's attributes too
+    assert value(mr_series, "00201208") == 1 and value(mr_series, "00201206") == 1
+    assert mr_series["00080061"]["Value"] == ["MR"]
+    [inst] = await _get(client, "/instances", SOPInstanceUID=ct[0].SOPInstanceUID)
+    assert value(inst, "00201209") == 2 and value(inst, "00201208") == 3
+    # Part 10 uploads leave no source for the pixels: not retrievable
+    assert value(inst, "00080056") == "UNAVAILABLE"
     insts = await _get(client, f"/studies/{study}/series/{ct[0].SeriesInstanceUID}/instances")
     assert {value(i, "00080018") for i in insts} == {ct[0].SOPInstanceUID, ct[1].SOPInstanceUID}
     assert all("00080016" in i for i in insts)

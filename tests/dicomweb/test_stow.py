@@ -83,6 +83,9 @@ async def test_metadata_only_json_keeps_the_source_retrieve_location(
     [meta] = (await client.get(f"{DICOMWEB}/studies/{study}/metadata")).json()
     assert meta["7FE00010"]["BulkDataURI"] == source + "/bulkdata/7FE00010"
     assert value(meta, "00081190") == source
+    assert value(meta, "00080056") == "ONLINE"  # at the source PACS
+    [found] = (await client.get(f"{DICOMWEB}/studies", params={"StudyInstanceUID": study})).json()
+    assert value(found, "00080056") == "ONLINE"
     [img] = await _imaging_studies(client, study)
     [endpoint] = img["contained"]
     assert endpoint["resourceType"] == "Endpoint"

@@ -6,12 +6,11 @@ SCP) DICOM files.
 ...     orthanc.upload(Path("ct.dcm"))
 ...     httpx.get(f"{orthanc.dicomweb_url}/studies").json()
 
-Orthanc 1.10 has no option to choose the address it binds: its HTTP server and its
-DICOM server listen on every interface. ``"RemoteAccessAllowed": false`` makes the
-HTTP server refuse every client but the local host, and everything here connects to
-127.0.0.1 only. The DICOM port accepts C-STORE from any calling AE
-(``DicomAlwaysAllowStore``, Orthanc's default) on whatever interface — it lives
-only as long as the test, in a folder of its own, on a free port.
+Orthanc 1.10 has no option to choose the address it binds (its HTTP and DICOM
+servers would listen on every interface), so it runs with :mod:`peers.loopback`'s
+``LD_PRELOAD`` shim, which turns its wildcard binds into binds to 127.0.0.1; and
+``"RemoteAccessAllowed": false`` makes the HTTP server refuse every client but the
+local host besides. Everything here connects to 127.0.0.1 only.
 
 Orthanc is configured as one would tune it for ingest: no compression of the
 storage area, no jobs saved, keep-alive and ``TcpNoDelay`` on its HTTP server, and
@@ -35,6 +34,7 @@ from typing import Any
 
 import httpx
 import pydicom
+from peers import loopback
 
 ORTHANC = "/usr/sbin/Orthanc"
 DICOMWEB_PLUGIN = "/usr/lib/orthanc/libOrthancDicomWeb.so.1.7"
@@ -177,7 +177,7 @@ def start_orthanc(folder: Path, *, aet: str = "ORTHANC", timeout: float = 60.0,
     http_url = f"http://127.0.0.1:{http_port}"
     log = (folder / "orthanc.log").open("ab")
     proc = subprocess.Popen([ORTHANC, str(conf_file)], cwd=folder,
-                            env=os.environ | NODELAY_ENV, stdout=log,
+                            env=os.environ | NODELAY_ENV | loopback.env(), stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     log.close()
     orthanc = Orthanc(http_url, f"{http_url}/dicom-web", dicom_port, aet, proc, folder)

@@ -6,11 +6,8 @@ from pathlib import Path
 
 import httpx
 import pydicom
-import pytest
-from peers.orthanc import available, start_orthanc, storescu
-
-pytestmark = pytest.mark.skipif(not available(), reason="orthanc, orthanc-dicomweb or "
-                                "dcmtk not installed (scripts/setup test installs them)")
+from peers import loopback
+from peers.orthanc import start_orthanc, storescu
 
 TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
 
@@ -20,6 +17,10 @@ def test_orthanc_takes_a_file_over_rest_and_dicom_and_answers_qido(tmp_path: Pat
     ct_ds, mr_ds = pydicom.dcmread(ct), pydicom.dcmread(mr)
     with start_orthanc(tmp_path / "orthanc") as orthanc:
         assert orthanc.http_url.startswith("http://127.0.0.1:")
+        # both of its servers listen on the loopback only
+        http_port = int(orthanc.http_url.rsplit(":", 1)[1].split("/")[0])
+        assert loopback.listening(http_port) == ["127.0.0.1"]
+        assert loopback.listening(orthanc.dicom_port) == ["127.0.0.1"]
         assert orthanc.upload(ct)["Status"] == "Success"
         storescu([mr], port=orthanc.dicom_port, called_aet=orthanc.aet,
                  workdir=tmp_path / "scu")
