@@ -7,12 +7,12 @@ Sub-commands of other sources import their module lazily, so that this command
 works whether or not they are installed:
 
 - ``hl7v2 --listen HOST:PORT`` → ``adapters.hl7v2.listener.serve``
-- ``dicom`` — not yet: reserved for the DICOM SCP / PACS poller.
+- ``dicom --listen HOST:PORT --ae-title AET`` → ``adapters.sources.dicom_scp.serve``;
+  ``dicom --pacs URL`` → ``adapters.sources.dicom_poller.PacsPoller``
 """
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import json
 import logging
@@ -73,13 +73,19 @@ def fhir(path: Annotated[Path, typer.Argument(exists=True, file_okay=False)],
          watch: Annotated[bool, typer.Option("--watch", help="keep polling for new files")]
          = False,
          interval: Annotated[float, typer.Option(help="seconds between polls")] = 2.0,
+         id_system: Annotated[str | None, typer.Option(
+             "--id-system", envvar="HIE_ADAPTER_FHIR_ID_SYSTEM",
+             help="identifier system (a URI naming the exporting system) under which a "
+                  "resource without identifier is sent with its local id, as Type/id: "
+                  "a conditional update instead of a POST, so a re-send writes nothing "
+                  "twice")] = None,
          exchange: Exchange = None, client_id: ClientId = None, key: KeyFile = None,
          kid: Kid = None, outbox: OutboxPath = None) -> None:
     """Push a folder of FHIR Bundles (*.json) or NDJSON (*.ndjson); files read are moved
     to PATH/.done/, unreadable ones to PATH/.failed/."""
     settings = _settings(exchange, client_id, key, kid, outbox, push=True)
     box = Outbox(settings.outbox)
-    source = FhirFolder(path, box, progress=not watch)
+    source = FhirFolder(path, box, progress=not watch, id_system=id_system)
     pusher, thread = _start_pusher(settings, box)
     try:
         if watch:
@@ -88,10 +94,8 @@ def fhir(path: Annotated[Path, typer.Argument(exists=True, file_okay=False)],
                 time.sleep(interval)
         start = time.monotonic()
         source.run_once()
-        pusher.stop()
+        pusher.finish()  # backfill: the pusher returns once everything queued is settled
         thread.join()
-        pusher.stopping.clear()
-        pusher.run(drain=True)  # backfill: until everything queued has been settled
         summary = source.summary
         status = box.status()
         typer.echo(f"{summary.line()}; {pusher.sent} message(s) delivered, "
@@ -141,6 +145,8 @@ def hl7v2(listen: Annotated[str, typer.Option(help="HOST:PORT of the MLLP listen
           kid: Kid = None, outbox: OutboxPath = None) -> None:
     """HL7 v2 over MLLP from the hospital's HIS/LIS (adapters.hl7v2); the listener ACKs
     (AA) a message once it is in the outbox, the pusher thread sends it on."""
+    import asyncio  # here: the other commands start faster without it
+
     serve = _optional("adapters.hl7v2.listener", "serve")
     settings = _settings(exchange, client_id, key, kid, outbox, push=True)
     box = Outbox(settings.outbox)
@@ -154,8 +160,59 @@ def hl7v2(listen: Annotated[str, typer.Option(help="HOST:PORT of the MLLP listen
         pusher.stop()
 
 
-# dicom: `hie-adapter dicom --listen HOST:PORT --ae-title AET` or `--pacs URL` goes here,
-# registered the same way as hl7v2 (lazy import of its module).
+@app.command()
+def dicom(listen: Annotated[str | None, typer.Option(help="HOST:PORT of the C-STORE SCP")]
+          = None,
+          ae_title: Annotated[str, typer.Option("--ae-title", help="the SCP's AE title; "
+                                                "senders must call it")] = "HIE_ADAPTER",
+          retrieve_base: Annotated[str | None, typer.Option(
+              "--retrieve-base", help="WADO-RS base of the PACS archiving what the SCP "
+              "receives (RetrieveURL/BulkDataURI); without it bulk data is omitted")] = None,
+          pacs: Annotated[str | None, typer.Option(help="DICOMweb base of a PACS to poll "
+                                                   "instead of listening")] = None,
+          interval: Annotated[float, typer.Option(help="seconds between PACS polls")] = 30.0,
+          once: Annotated[bool, typer.Option("--once", help="poll the PACS once, send, "
+                                             "exit")] = False,
+          exchange: Exchange = None, client_id: ClientId = None, key: KeyFile = None,
+          kid: Kid = None, outbox: OutboxPath = None) -> None:
+    """DICOM metadata (pixels stay at the hospital): a C-STORE SCP (--listen) answering
+    success once an instance is in the outbox, or a DICOMweb PACS poller (--pacs)."""
+    if (listen is None) == (pacs is None):
+        typer.echo("give exactly one of --listen HOST:PORT or --pacs URL", err=True)
+        raise typer.Exit(2)
+    settings = _settings(exchange, client_id, key, kid, outbox, push=True)
+    if listen is not None:
+        serve = _optional("adapters.sources.dicom_scp", "serve")
+        scp_settings = _optional("adapters.sources.dicom_scp", "ScpSettings")(
+            ae_title=ae_title, retrieve_base=retrieve_base)
+    else:
+        poller_class = _optional("adapters.sources.dicom_poller", "PacsPoller")
+    box = Outbox(settings.outbox)
+    pusher, thread = _start_pusher(settings, box)
+    try:
+        if listen is not None:
+            host, _, port = listen.rpartition(":")
+            serve(host or "127.0.0.1", int(port), outbox=box, settings=scp_settings)
+            return
+        poller = poller_class(pacs, box)
+        if not once:
+            poller.run(interval=interval)
+            return
+        summary = poller.poll_once()
+        pusher.stop()
+        thread.join()
+        pusher.stopping.clear()
+        pusher.run(drain=True)
+        dead = box.status().dead_letters
+        typer.echo(f"{summary.line()}; {pusher.sent} instance(s) delivered, "
+                   f"{len(dead)} dead letter(s)", err=True)
+        if summary.failed or dead:
+            raise typer.Exit(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        pusher.stop()
+        pusher.client.close()
 
 
 def _optional(module: str, name: str) -> Any:

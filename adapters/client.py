@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 SCOPE = "system/*.cruds"
 FHIR_JSON = "application/fhir+json"
+DICOM_JSON = "application/dicom+json"
 
 
 @dataclass(frozen=True)
@@ -141,13 +142,23 @@ class ExchangeClient:
         """POST an HL7 A40 merge (a ``Parameters``) to ``/fhir/Patient/$merge``."""
         return self.post("/fhir/Patient/$merge", payload)
 
-    def post(self, path: str, payload: bytes) -> Result:
-        """POST FHIR JSON to ``path`` of the exchange and classify the answer."""
+    def post_dicom(self, instances: list[bytes]) -> Result:
+        """STOW-RS: POST DICOM JSON datasets (each one instance's JSON bytes, metadata
+        only) as one JSON array to ``/dicomweb/studies``. The exchange answers with
+        a dataset naming each instance in ReferencedSOPSequence or FailedSOPSequence
+        (200 all stored, 202 some failed, 409 none stored); see ``adapters.stow``."""
+        body = b"[" + b",".join(instances) + b"]"
+        return self.post("/dicomweb/studies", body, media_type=DICOM_JSON)
+
+    def post(self, path: str, payload: bytes, *, media_type: str = FHIR_JSON) -> Result:
+        """POST ``payload`` (FHIR JSON unless ``media_type`` says otherwise) to ``path``
+        of the exchange and classify the answer."""
         for first in (True, False):
             try:
                 headers = {"Authorization": f"Bearer {self.token()}",
-                           "Content-Type": FHIR_JSON, "Accept": FHIR_JSON,
-                           "Prefer": "return=minimal"}
+                           "Content-Type": media_type, "Accept": media_type}
+                if media_type == FHIR_JSON:
+                    headers["Prefer"] = "return=minimal"
                 r = self._http.post(f"{self.base}{path}", content=payload, headers=headers)
             except TokenError as exc:
                 # The message is not at fault: a key not (yet) registered or a clock

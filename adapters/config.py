@@ -5,24 +5,33 @@ as ``design.md`` fixes for every ``hie-adapter`` source."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_OUTBOX = "./var/adapter-outbox.db"
 
 
-class AdapterEnv(BaseSettings):
-    """The environment half of the settings."""
+@dataclass(frozen=True)
+class AdapterEnv:
+    """The environment half of the settings: ``HIE_ADAPTER_<NAME>``, empty meaning unset.
 
-    model_config = SettingsConfigDict(env_prefix="HIE_ADAPTER_")
+    Plain strings, read without pydantic-settings: the adapter is a short-lived
+    command as often as a service (``hie-adapter fhir`` backfills, ``status``), and
+    importing pydantic for five strings was a third of its start-up time."""
 
     exchange: str | None = None
     client_id: str | None = None
     key_file: str | None = None
     kid: str | None = None
     outbox: str | None = None
+
+    @classmethod
+    def read(cls, env: Mapping[str, str] | None = None) -> AdapterEnv:
+        e = os.environ if env is None else env
+        return cls(**{name: e.get(f"HIE_ADAPTER_{name.upper()}") or None
+                      for name in ("exchange", "client_id", "key_file", "kid", "outbox")})
 
 
 @dataclass(frozen=True)
@@ -41,7 +50,7 @@ class AdapterSettings:
                 key_file: str | Path | None = None, kid: str | None = None,
                 outbox: str | Path | None = None) -> AdapterSettings:
         """Options first, then the environment, then defaults."""
-        env = AdapterEnv()
+        env = AdapterEnv.read()
         key = key_file or env.key_file
         return cls(exchange=exchange or env.exchange, client_id=client_id or env.client_id,
                    key_file=Path(key) if key else None, kid=kid or env.kid,

@@ -1,17 +1,24 @@
 """The adapter's durable outbox: one SQLite file between the hospital's systems and
 the exchange.
 
-A source acknowledges the hospital only after :meth:`Outbox.put` returns, and
-``put`` returns only once the message is committed with ``synchronous=FULL``, so
-an acknowledged message survives ``kill -9`` and power loss. The pusher takes
-messages with :meth:`Outbox.claim` and settles each with :meth:`done`,
-:meth:`retry` or :meth:`dead`.
+A source acknowledges the hospital only after :meth:`Outbox.put` (or
+:meth:`Outbox.put_many`, one commit for a whole file) returns, and both return only
+once the messages are committed with ``synchronous=FULL``, so an acknowledged
+message survives ``kill -9`` and power loss. The pusher takes messages with
+:meth:`Outbox.claim` and settles each with :meth:`done`, :meth:`retry` or
+:meth:`dead`. Those settlements are committed with ``synchronous=NORMAL`` (no
+fsync of their own): in WAL mode they survive ``kill -9``, and a power cut can
+only undo the latest of them — a ``done`` undone sends that message once more,
+which the sources' idempotent Bundles make harmless — while the next ``put``'s
+fsync makes every earlier commit durable too.
 
 Order per patient: a message is claimable only when no older message of the same
 ``patient_key`` is still waiting, retrying or claimed, so an update never
-overtakes the create it depends on. Dead letters (poison messages) do not block
-their patient: the exchange refused that message for what it is, and holding
-every later message of the patient hostage would lose more than it protects.
+overtakes the create it depends on. A message about two patients (an HL7 A40
+merge) names the second one as ``after``, and waits for its older messages too.
+Dead letters (poison messages) do not block their patient: the exchange refused
+that message for what it is, and holding every later message of the patient
+hostage would lose more than it protects.
 
 Claims are leases (``lease_seconds``): a claimed message that is neither done
 nor retried (the process died) becomes claimable again when its lease runs out,
@@ -24,9 +31,10 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS message (
@@ -41,7 +49,8 @@ CREATE TABLE IF NOT EXISTS message (
     not_before REAL NOT NULL DEFAULT 0,
     lease_until REAL NOT NULL DEFAULT 0,
     last_error TEXT,
-    outcome TEXT
+    outcome TEXT,
+    after_key TEXT          -- another patient whose older messages must go first
 );
 CREATE INDEX IF NOT EXISTS message_patient ON message (patient_key, id);
 CREATE INDEX IF NOT EXISTS message_state ON message (state, not_before, id);
@@ -53,8 +62,23 @@ SELECT id FROM message AS m
 WHERE m.state = 'waiting' AND m.not_before <= :now AND m.lease_until <= :now
   AND NOT EXISTS (SELECT 1 FROM message AS o
                   WHERE o.patient_key = m.patient_key AND o.id < m.id AND o.state = 'waiting')
+  AND (m.after_key IS NULL
+       OR NOT EXISTS (SELECT 1 FROM message AS o WHERE o.patient_key = m.after_key
+                      AND o.id < m.id AND o.state = 'waiting'))
 ORDER BY m.id LIMIT :limit
 """
+
+
+class NewMessage(NamedTuple):
+    """A message for :meth:`Outbox.put_many`."""
+
+    patient_key: str
+    payload: bytes
+    source: str
+    kind: str = "bundle"
+    #: another patient's key whose older messages must be delivered first (an A40
+    #: merge waits for what was queued for the patient it merges away)
+    after: str | None = None
 
 
 @dataclass(frozen=True)
@@ -110,27 +134,41 @@ class Outbox:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self._db().executescript(_SCHEMA)
+        # in-process wake-up for the pusher: bumped by every put and by wake()
+        self._changed = threading.Condition()
+        self._version = 0
+        db = self._db()
+        db.executescript(_SCHEMA)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(message)")}
+        if "after_key" not in columns:  # an outbox made before after_key existed
+            try:
+                db.execute("ALTER TABLE message ADD COLUMN after_key TEXT")
+            except sqlite3.OperationalError as exc:  # another process added it first
+                if "duplicate column" not in str(exc):
+                    raise
 
     # -- connections ------------------------------------------------------------
 
-    def _db(self) -> sqlite3.Connection:
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+    def _db(self, *, durable: bool = True) -> sqlite3.Connection:
+        """This thread's connection; ``durable`` ones commit with ``synchronous=FULL``."""
+        name = "db" if durable else "db_settle"
+        db: sqlite3.Connection | None = getattr(self._local, name, None)
         if db is None:
             db = sqlite3.connect(self.path, isolation_level=None, timeout=30,
                                  check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             # FULL: a commit is on disk (WAL fsynced) before it returns; that is
-            # what lets a source acknowledge the hospital after put().
-            db.execute("PRAGMA synchronous=FULL")
+            # what lets a source acknowledge the hospital after put(). NORMAL for
+            # the pusher's settlements: see the module docstring.
+            db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             db.execute("PRAGMA busy_timeout=30000")
-            self._local.db = db
+            setattr(self._local, name, db)
             with self._lock:
                 self._all.append(db)
         return db
 
-    def _tx(self) -> _Transaction:
-        return _Transaction(self._db())
+    def _tx(self, *, durable: bool = True) -> _Transaction:
+        return _Transaction(self._db(durable=durable))
 
     def close(self) -> None:
         """Close every connection this object opened (all threads)."""
@@ -140,24 +178,63 @@ class Outbox:
             self._all.clear()
         self._local = threading.local()
 
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     # -- producer ---------------------------------------------------------------
 
     def put(self, *, patient_key: str, payload: bytes, kind: str = "bundle",
-            source: str) -> int:
-        """Store a message; returns its id once it is committed to disk."""
+            source: str, after: str | None = None) -> int:
+        """Store a message; returns its id once it is committed to disk. ``after``: see
+        :class:`NewMessage`."""
+        return self.put_many([NewMessage(patient_key, payload, source, kind, after)])[0]
+
+    def put_many(self, messages: Iterable[NewMessage], *,
+                 remember: Mapping[str, str] | None = None) -> list[int]:
+        """Store ``messages`` in this order, and ``remember`` their source's memos, in one
+        commit (one fsync); returns their ids once it is on disk. All or nothing."""
+        now = time.time()
+        ids = []
         with self._tx() as db:
-            cur = db.execute(
-                "INSERT INTO message (patient_key, kind, source, payload, created) "
-                "VALUES (?, ?, ?, ?, ?)", (patient_key, kind, source, payload, time.time()))
-            assert cur.lastrowid is not None
-            return cur.lastrowid
+            for m in messages:
+                cur = db.execute(
+                    "INSERT INTO message (patient_key, kind, source, payload, created, "
+                    "after_key) VALUES (?, ?, ?, ?, ?, ?)",
+                    (m.patient_key, m.kind, m.source, m.payload, now, m.after))
+                assert cur.lastrowid is not None
+                ids.append(cur.lastrowid)
+            for key, value in (remember or {}).items():
+                self._set_meta(db, f"memo:{key}", value)
+        self.wake()
+        return ids
+
+    @property
+    def version(self) -> int:
+        """Changes every time this object stores messages (or :meth:`wake` is called)."""
+        return self._version
+
+    def wake(self) -> None:
+        """Wake whoever is in :meth:`wait`."""
+        with self._changed:
+            self._version += 1
+            self._changed.notify_all()
+
+    def wait(self, version: int, timeout: float) -> bool:
+        """Wait until :attr:`version` differs from ``version`` (a put through this object
+        since then), at most ``timeout`` seconds; True if it does. Puts by other
+        processes are not seen: the consumer still polls."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._version != version, timeout)
 
     # -- consumer ---------------------------------------------------------------
 
     def claim(self, limit: int = 16) -> list[Message]:
         """Lease up to ``limit`` sendable messages, at most one per patient, oldest first."""
         now = time.time()
-        with self._tx() as db:
+        with self._tx(durable=False) as db:
             ids = [r[0] for r in db.execute(_CLAIMABLE, {"now": now, "limit": limit})]
             if not ids:
                 return []
@@ -171,14 +248,29 @@ class Outbox:
 
     def done(self, id: int) -> None:
         """The exchange accepted message ``id``: forget it."""
-        with self._tx() as db:
+        with self._tx(durable=False) as db:
             if db.execute("DELETE FROM message WHERE id = ?", (id,)).rowcount:
                 db.execute("INSERT INTO meta (key, value) VALUES ('delivered', '1') "
                            "ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1")
 
+    def done_many(self, ids: Iterable[int]) -> None:
+        """The exchange accepted every message of ``ids`` (one STOW-RS answer): forget
+        them in one transaction, so that settling a batch does not hold the write lock
+        once per message against the source's puts."""
+        ids = list(ids)
+        if not ids:
+            return
+        with self._tx(durable=False) as db:
+            deleted = db.executemany("DELETE FROM message WHERE id = ?",
+                                     [(i,) for i in ids]).rowcount
+            if deleted:
+                db.execute("INSERT INTO meta (key, value) VALUES ('delivered', ?) "
+                           "ON CONFLICT (key) DO UPDATE SET "
+                           "value = CAST(value AS INTEGER) + excluded.value", (str(deleted),))
+
     def retry(self, id: int, error: str, not_before: float) -> None:
         """Sending ``id`` failed for a passing reason; try again at ``not_before`` (epoch s)."""
-        with self._tx() as db:
+        with self._tx(durable=False) as db:
             db.execute("UPDATE message SET attempts = attempts + 1, not_before = ?, "
                        "lease_until = 0, last_error = ? WHERE id = ?", (not_before, error, id))
             self._set_meta(db, "last_error", f"message {id}: {error}")
@@ -188,7 +280,7 @@ class Outbox:
         text = outcome_json.decode("utf-8", "replace") if isinstance(outcome_json, bytes) \
             else outcome_json
         error = _summary(text)
-        with self._tx() as db:
+        with self._tx(durable=False) as db:
             db.execute("UPDATE message SET state = 'dead', attempts = attempts + 1, "
                        "lease_until = 0, last_error = ?, outcome = ? WHERE id = ?",
                        (error, text, id))
@@ -201,10 +293,22 @@ class Outbox:
                               "lease_until = 0, attempts = 0, outcome = NULL "
                               "WHERE id = ? AND state = 'dead'", (id,)).rowcount == 1
 
+    def hasten(self) -> int:
+        """Make every message waiting out a backoff due now; returns how many. For when
+        the exchange answers again after an outage: what waited for it need not wait
+        out the rest of a backoff that grew while it was down."""
+        with self._tx(durable=False) as db:
+            n = db.execute("UPDATE message SET not_before = 0 "
+                           "WHERE state = 'waiting' AND not_before > ?",
+                           (time.time(),)).rowcount
+        if n:
+            self.wake()
+        return n
+
     def recover(self) -> int:
         """Release every lease: the caller is the only consumer and has just started, so
         claims still held belong to a process that died. Returns how many."""
-        with self._tx() as db:
+        with self._tx(durable=False) as db:
             return db.execute("UPDATE message SET lease_until = 0 "
                               "WHERE state = 'waiting' AND lease_until > 0").rowcount
 

@@ -8,8 +8,11 @@ conditional update (``PUT Type?identifier=system|value``) or a conditional
 create (``ifNoneExist``) on the hospital's own identifiers, so a second copy
 matches what the first one wrote instead of creating a duplicate.
 
-Messages of different patients are sent in parallel (``workers`` threads); the
-outbox never hands out two messages of one patient at once.
+Messages of different patients are sent in parallel: ``workers`` requests are kept
+in flight, a slot freed by one answer is refilled at once (a backfill keeps the
+exchange busy instead of waiting for the slowest of a batch), and a put into the
+outbox wakes an idle pusher at once. The outbox never hands out two messages of one
+patient at once.
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from functools import partial
 from typing import Any
 
+from adapters import stow
 from adapters.client import ExchangeClient, Result, backoff
 from adapters.outbox import Message, Outbox
 
@@ -31,14 +36,20 @@ log = logging.getLogger("adapters.pusher")
 class Pusher:
     """Sends what the outbox holds with ``client``; ``run`` until stopped or ``drain``."""
 
-    def __init__(self, outbox: Outbox, client: ExchangeClient, *, workers: int = 4,
-                 idle_poll: float = 0.5, max_delay: float = 300.0) -> None:
+    def __init__(self, outbox: Outbox, client: ExchangeClient, *, workers: int = 8,
+                 idle_poll: float = 0.5, max_delay: float = 300.0,
+                 stow_flights: int = 2) -> None:
         self.outbox = outbox
         self.client = client
         self.workers = workers
+        #: STOW-RS requests in flight at most; while they are, nothing more is claimed,
+        #: so instances queued meanwhile go together in the next request (see run)
+        self.stow_flights = stow_flights
         self.idle_poll = idle_poll
         self.max_delay = max_delay
         self.stopping = threading.Event()
+        self.draining = threading.Event()
+        self.unreachable = False  # the last answer was no answer (network error)
         self.sent = 0
         self.refused = 0
         self.on_sent: Callable[[Message], None] | None = None
@@ -46,6 +57,8 @@ class Pusher:
 
     def send(self, message: Message) -> Result:
         """Send one claimed message and settle it in the outbox."""
+        if message.kind == "dicom":
+            return self.send_dicom([message])
         post = {"bundle": self.client.post_bundle,  # a transaction Bundle
                 "merge": self.client.post_merge}.get(message.kind)  # an HL7 A40
         if post is None:
@@ -77,28 +90,97 @@ class Pusher:
                      result.error)
         return result
 
+    def send_dicom(self, messages: list[Message]) -> Result:
+        """Send ``dicom`` messages of one study in one STOW-RS request (``adapters.stow``)
+        and settle each from the exchange's answer."""
+        settled = stow.StowSender(self.outbox, self.client, max_delay=self.max_delay) \
+            .send(messages)
+        self.sent += len(settled.done)
+        self.refused += settled.dead
+        if self.on_sent:
+            for m in settled.done:
+                self.on_sent(m)
+        return settled.last or Result("poison", None, b"", "no sendable instance")
+
+    def jobs(self, limit: int) -> tuple[list[Callable[[], Result]], int]:
+        """Claim up to ``limit`` messages as sending jobs (one per message; ``dicom``
+        instances in STOW-RS requests of up to ``stow.BATCH``, see ``stow.groups``);
+        returns the jobs and how many messages were claimed."""
+        batch = self.outbox.claim(limit)
+        if any(m.kind == "dicom" for m in batch):
+            # instances go up to stow.BATCH per request: claim enough to fill the
+            # requests that may fly
+            batch += self.outbox.claim(self.stow_flights * stow.BATCH - len(batch))
+        jobs: list[Callable[[], Result]] = [partial(self.send, m) for m in batch
+                                            if m.kind != "dicom"]
+        jobs += [partial(self.send_dicom, group)
+                 for group in stow.groups([m for m in batch if m.kind == "dicom"])]
+        return jobs, len(batch)
+
     def step(self, pool: ThreadPoolExecutor) -> int:
-        """Claim and send one batch; returns how many messages were tried."""
-        batch = self.outbox.claim(self.workers * 4)
-        if batch:
-            list(pool.map(self.send, batch))
-        return len(batch)
+        """Claim and send one batch, waiting for all of it; returns how many messages
+        were tried."""
+        jobs, claimed = self.jobs(self.workers * 4)
+        list(pool.map(lambda job: job(), jobs))
+        return claimed
 
     def run(self, *, drain: bool = False) -> None:
-        """Send until :meth:`stop` (or, with ``drain``, until nothing is left waiting)."""
+        """Send until :meth:`stop` (or, with ``drain`` or after :meth:`finish`, until
+        nothing is left waiting), ``workers`` requests in flight."""
+        if drain:
+            self.draining.set()
+        flying: set[Future[Result]] = set()
+        # STOW-RS requests among them. Instances arrive one C-STORE at a time; sending
+        # each as soon as it is queued would make one request per instance, and the
+        # exchange's cost per request would then be paid per instance. Claiming nothing
+        # while stow_flights requests are out lets the next request carry everything
+        # queued meanwhile: the slower the exchange, the bigger its batches.
+        stowing: set[Future[Result]] = set()
         with ThreadPoolExecutor(self.workers, thread_name_prefix="push") as pool:
             while not self.stopping.is_set():
-                if self.step(pool):
+                seen = self.outbox.version
+                if len(flying) < self.workers and len(stowing) < self.stow_flights:
+                    jobs, _ = self.jobs(self.workers - len(flying))
+                    for job in jobs:
+                        future = pool.submit(job)
+                        flying.add(future)
+                        if getattr(job, "func", None) == self.send_dicom:
+                            stowing.add(future)
+                if flying:
+                    finished, flying = wait(flying, timeout=self.idle_poll,
+                                            return_when=FIRST_COMPLETED)
+                    stowing -= finished
+                    for future in finished:
+                        # an outbox failure raises here and ends the pusher, as before
+                        self._note_reachability(future.result())
                     continue
-                if drain and self.outbox.status().depth == 0:
+                if self.draining.is_set() and self.outbox.status().depth == 0:
                     return
                 due = self.outbox.next_due()
-                wait = self.idle_poll if due is None else \
+                pause = self.idle_poll if due is None else \
                     min(self.idle_poll * 4, max(0.01, due - time.time()))
-                self.stopping.wait(min(wait, self.max_delay))
+                self.outbox.wait(seen, min(pause, self.max_delay))
+
+    def _note_reachability(self, result: Result) -> None:
+        """After an outage (the exchange could not be reached), the first answer it gives
+        makes every message waiting out a backoff due at once (``Outbox.hasten``): the
+        backoffs grew while it was down, and an exchange back after an hour must not
+        wait up to ``max_delay`` more for what was queued meanwhile."""
+        if result.outcome == "retry" and result.status is None:
+            self.unreachable = True
+        elif result.outcome != "retry" and self.unreachable:  # not a 429/503: it is back
+            self.unreachable = False
+            hastened = self.outbox.hasten()
+            log.info("the exchange answers again: %d waiting message(s) due now", hastened)
+
+    def finish(self) -> None:
+        """Let :meth:`run` return once nothing is left waiting (end of a backfill)."""
+        self.draining.set()
+        self.outbox.wake()
 
     def stop(self) -> None:
         self.stopping.set()
+        self.outbox.wake()
 
 
 def _outcome(text: str) -> dict[str, Any]:

@@ -42,7 +42,7 @@ class OutboxLike(Protocol):
     """What the listener needs of ``adapters.outbox.Outbox``."""
 
     def put(self, *, patient_key: str, payload: bytes, kind: str = "bundle",
-            source: str) -> Any: ...
+            source: str, after: str | None = None) -> Any: ...
 
 
 @dataclass
@@ -139,7 +139,7 @@ async def handle_message(raw: bytes, outbox: OutboxLike, settings: ListenerSetti
                          error_code=APPLICATION_INTERNAL_ERROR)
     try:
         kwargs = {"patient_key": out.patient_key, "payload": out.payload, "kind": out.kind,
-                  "source": settings.source}
+                  "source": settings.source, "after": out.after}
         if inspect.iscoroutinefunction(outbox.put):
             await outbox.put(**kwargs)
         else:

@@ -62,11 +62,13 @@ class MappingSettings:
 
 @dataclass
 class Outgoing:
-    """One outbox message: ``kind`` is ``bundle`` or ``merge``."""
+    """One outbox message: ``kind`` is ``bundle`` or ``merge``; ``after`` another
+    patient whose earlier messages must reach the exchange first (see ``Outbox``)."""
 
     kind: str
     patient_key: str
     resource: dict[str, Any]
+    after: str | None = None
 
     @property
     def payload(self) -> bytes:
@@ -310,4 +312,7 @@ def map_merge(msg: Message, settings: MappingSettings) -> Outgoing:
     params = {"resourceType": "Parameters", "parameter": [
         {"name": "source-patient", "valueIdentifier": ident(source)},
         {"name": "target-patient", "valueIdentifier": ident(target)}]}
-    return Outgoing("merge", patient_key(settings, target), params)
+    # keyed to the survivor, and after everything queued for the merged patient: the
+    # exchange must know both registrations before it can merge them
+    return Outgoing("merge", patient_key(settings, target), params,
+                    after=patient_key(settings, source))

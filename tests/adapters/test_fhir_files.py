@@ -9,9 +9,13 @@ import signal
 import sqlite3
 import subprocess
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from adapter_exchange import ADAPTER, Exchange, free_port, hospital_key, start_exchange
+
+from adapters.outbox import NewMessage, Outbox
+from adapters.sources.fhir_files import FhirFolder
 
 MRN = "urn:oid:1.2.156.adapt.files"
 LAB = "urn:oid:1.2.156.adapt.lab"
@@ -191,3 +195,99 @@ def test_exchange_down_then_back_delivers_the_backfill(tmp_path: Path):
             proc.wait()
         if late:
             late.stop()
+
+
+class CountingOutbox(Outbox):
+    """The real outbox, counting its commits of new messages."""
+
+    commits = 0
+
+    def put_many(self, messages: Iterable[NewMessage], *,
+                 remember: Mapping[str, str] | None = None) -> list[int]:
+        self.commits += 1
+        return super().put_many(messages, remember=remember)
+
+
+def test_one_commit_per_file_and_transaction_bundles_queued_as_their_bytes(tmp_path: Path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    ndjson(folder / "Patient.ndjson", [patient(f"cp{i}", f"C{i}") for i in range(4)])
+    ndjson(folder / "Observation.ndjson", [observation(f"co{i}", f"Patient/cp{i}", i)
+                                           for i in range(4)])
+    transaction = {"resourceType": "Bundle", "type": "transaction", "entry": [{
+        "resource": {"resourceType": "Patient",
+                     "identifier": [{"system": MRN, "value": "C9"}]},
+        "request": {"method": "PUT", "url": f"Patient?identifier={MRN}|C9"}}]}
+    raw = json.dumps(transaction, indent=1).encode()
+    (folder / "t.json").write_bytes(b"\xef\xbb\xbf" + raw)  # with a BOM, as some tools write
+    box = CountingOutbox(tmp_path / "o.db")
+    FhirFolder(folder, box, progress=False).run_once()
+    assert box.commits == 3  # one per file, not one per message
+    messages = []
+    while batch := box.claim(100):
+        messages += batch
+        for m in batch:
+            box.done(m.id)
+    assert len(messages) == 9
+    assert raw in [m.payload for m in messages]  # not re-serialised
+    # the Observations (read after the Patients) refer to them by identifier
+    obs = [json.loads(m.payload) for m in messages if b"Observation" in m.payload]
+    refs = {e["resource"]["subject"]["reference"] for b in obs for e in b["entry"]}
+    assert refs == {f"Patient?identifier={MRN}|C{i}" for i in range(4)}
+
+
+def test_resources_without_identifier_are_idempotent_with_an_id_system(exchange: Exchange,
+                                                                       tmp_path: Path):
+    """With ``--id-system``, a resource without identifier is a conditional update on its
+    local id (``system|Type/id``): the same export read twice writes it once."""
+    folder, outbox = tmp_path / "ids", tmp_path / "outbox.db"
+    folder.mkdir()
+    bare = [observation(f"io{i}", "Patient/ip1", i) for i in range(3)]
+    for r in bare:
+        del r["identifier"]
+    ndjson(folder / "Patient.ndjson", [patient("ip1", "I1")])
+    ndjson(folder / "Observation.ndjson", bare)
+    system = "urn:oid:1.2.156.adapt.his-export"
+    first = run_adapter(exchange, folder, outbox, "--id-system", system)
+    assert first.returncode == 0, first.stderr
+    assert "without identifier" not in first.stderr
+    assert exchange.count("Observation", identifier=f"{system}|Observation/io1") == 1
+    for f in (folder / ".done").iterdir():  # the same export again
+        shutil.copy(f, folder / f.name)
+    again = run_adapter(exchange, folder, outbox, "--id-system", system)
+    assert again.returncode == 0, again.stderr
+    assert exchange.count("Observation", identifier=f"{system}|") == 3
+    assert exchange.count("Observation", **{"subject:Patient.identifier": f"{MRN}|I1"}) == 3
+
+
+def test_references_are_rewritten_wherever_they_are_and_nothing_else(tmp_path: Path):
+    folder = tmp_path / "refs"
+    folder.mkdir()
+    box = Outbox(tmp_path / "o.db")
+    source = FhirFolder(folder, box, progress=False)
+    box.remember(f"{folder.resolve()}:Patient/earlier", f"identifier={MRN}|E1")
+    pat = patient("p1", "R1")
+    obs = observation("o1", "Patient/p1", 1) | {
+        "performer": [{"reference": "Practitioner/d\"r"}, {"display": "no reference"}],
+        "note": [{"text": '"reference":"Patient/p1" is only text'}],
+        "hasMember": [{"reference": "http://his.example/Observation/o2"}],
+        "focus": [{"reference": "Patient/earlier"}, {"reference": "Patient/unknown"}]}
+    doc = {"resourceType": "Practitioner", "id": 'd"r', "name": [{"text": "李医生"}]}
+    member = observation("o2", "Patient/p1", 2)
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [
+        {"resource": pat}, {"resource": obs}, {"resource": doc},
+        {"fullUrl": "http://his.example/Observation/o2", "resource": member}]}
+    (folder / "c.json").write_text(json.dumps(bundle, ensure_ascii=False))
+    [(_, payload, n)] = source.messages(folder / "c.json")
+    out = json.loads(payload)
+    assert n == 4
+    urls = [e["fullUrl"] for e in out["entry"]]
+    o = out["entry"][1]["resource"]
+    assert o["subject"] == {"reference": urls[0]}
+    assert o["performer"] == [{"reference": urls[2]}, {"display": "no reference"}]
+    assert o["note"] == [{"text": '"reference":"Patient/p1" is only text'}]
+    assert o["hasMember"] == [{"reference": urls[3]}]
+    assert o["focus"] == [{"reference": f"Patient?identifier={MRN}|E1"},
+                          {"reference": "Patient/unknown"}]
+    assert out["entry"][2]["resource"]["name"] == [{"text": "李医生"}]
+    assert "id" not in out["entry"][2]["resource"]

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-from adapters.outbox import Outbox
+from adapters.outbox import NewMessage, Outbox
 
 
 def put(box: Outbox, patient: str, n: int) -> int:
@@ -137,3 +138,77 @@ def test_every_acknowledged_put_survives_kill_9(tmp_path: Path):
             delivered.add(m.id)
             box.done(m.id)
     assert set(acked) <= delivered
+
+
+def test_put_many_is_one_commit_in_order_with_the_sources_memos(tmp_path: Path):
+    path = tmp_path / "o.db"
+    box = Outbox(path)
+    ids = box.put_many([NewMessage("a", b"1", "f"), NewMessage("b", b"2", "f"),
+                        NewMessage("a", b"3", "f", kind="merge")],
+                       remember={"Patient/1": "identifier=x|1"})
+    assert ids == sorted(ids) and len(ids) == 3
+    again = Outbox(path)  # committed: another connection sees all of it
+    assert again.recall("Patient/1") == "identifier=x|1"
+    assert [(m.patient_key, m.payload, m.kind) for m in again.claim(10)] == [
+        ("a", b"1", "bundle"), ("b", b"2", "bundle")]
+
+
+def test_put_many_stores_nothing_when_it_fails(tmp_path: Path):
+    box = Outbox(tmp_path / "o.db")
+    bad = NewMessage("b", None, "f")  # type: ignore[arg-type]  # payload NOT NULL
+    try:
+        box.put_many([NewMessage("a", b"1", "f"), bad], remember={"k": "v"})
+    except Exception:
+        pass
+    else:
+        raise AssertionError("a message without payload must not be stored")
+    assert box.status().depth == 0 and box.recall("k") is None
+
+
+def test_hasten_makes_backed_off_messages_due_now(tmp_path: Path):
+    box = Outbox(tmp_path / "o.db")
+    a, b = put(box, "a", 1), put(box, "b", 1)
+    for m in box.claim(10):
+        box.retry(m.id, "ConnectError", time.time() + 3600)
+    assert box.claim(10) == []
+    assert box.hasten() == 2
+    assert [m.id for m in box.claim(10)] == [a, b]
+    assert box.hasten() == 0
+
+
+def test_wait_returns_as_soon_as_a_message_is_put(tmp_path: Path):
+    box = Outbox(tmp_path / "o.db")
+    seen = box.version
+    assert box.wait(seen, 0.01) is False
+    threading.Timer(0.1, lambda: put(box, "a", 1)).start()
+    start = time.monotonic()
+    assert box.wait(seen, 10) is True
+    assert time.monotonic() - start < 5
+
+
+def test_a_message_after_another_patient_waits_for_that_patients_older_messages(
+        tmp_path: Path):
+    box = Outbox(tmp_path / "o.db")
+    old = put(box, "old", 1)
+    merge = box.put(patient_key="new", payload=b"{}", kind="merge", source="t", after="old")
+    later = put(box, "old", 2)  # queued after the merge: need not wait for it
+    assert [m.id for m in box.claim(10)] == [old]
+    box.done(old)
+    assert [m.id for m in box.claim(10)] == [merge, later]
+
+
+def test_an_outbox_from_before_after_key_is_upgraded(tmp_path: Path):
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE message (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+                   "patient_key TEXT NOT NULL, kind TEXT NOT NULL, source TEXT NOT NULL, "
+                   "payload BLOB NOT NULL, created REAL NOT NULL, state TEXT NOT NULL "
+                   "DEFAULT 'waiting', attempts INTEGER NOT NULL DEFAULT 0, not_before REAL "
+                   "NOT NULL DEFAULT 0, lease_until REAL NOT NULL DEFAULT 0, last_error TEXT, "
+                   "outcome TEXT)")
+        db.execute("INSERT INTO message (patient_key, kind, source, payload, created) "
+                   "VALUES ('a', 'bundle', 't', x'7b7d', 0)")
+    box = Outbox(path)
+    assert [m.patient_key for m in box.claim(10)] == ["a"]
+    box.put(patient_key="b", payload=b"{}", source="t", after="a")
+    assert box.claim(10) == []  # a is claimed, not done: b waits

@@ -49,13 +49,15 @@ def adt(event: str = "A01", *, control: str = "MSG0001", mrn: str = "MRN12345",
 
 
 def oru(*, control: str = "LAB0001", mrn: str = "MRN12345", name: str = "张^三",
-        charset: str = "UNICODE UTF-8", extra_obx: list[str] | None = None) -> str:
+        charset: str = "UNICODE UTF-8", extra_obx: list[str] | None = None,
+        placer: str = "P100", filler: str = "F200") -> str:
+    """A LIS result: OBR ``filler`` (the DiagnosticReport's identifier) with five OBX."""
     segs = [
         msh("ORU^R01^ORU_R01", control, charset=charset, sender="LIS"),
         f"PID|1||{mrn}^^^H001^MR||{name}||19491231|M",
         "PV1|1|O",
-        "ORC|RE|P100|F200",
-        "OBR|1|P100|F200|BMP^" + esc("基础代谢 (BMP)") + "^LOCAL|||20240501070000"
+        f"ORC|RE|{placer}|{filler}",
+        f"OBR|1|{placer}|{filler}|BMP^" + esc("基础代谢 (BMP)") + "^LOCAL|||20240501070000"
         + "|||||||||||||||20240501090000|||F",
         "OBX|1|NM|GLU^葡萄糖^LOCAL||7.8|mmol/L|3.9-6.1|H|||F|||20240501080000",
         "NTE|1||" + esc("空腹 & 复查"),
@@ -90,7 +92,7 @@ class MemoryOutbox:
         self.items: list[dict[str, object]] = []
 
     def put(self, *, patient_key: str, payload: bytes, kind: str = "bundle",
-            source: str) -> int:
+            source: str, after: str | None = None) -> int:
         self.items.append({"patient_key": patient_key, "payload": payload, "kind": kind,
-                           "source": source})
+                           "source": source, "after": after})
         return len(self.items)

@@ -121,6 +121,20 @@ async def test_a40_merge_is_queued_as_merge(running: Running) -> None:
     assert kind == "merge" and params["resourceType"] == "Parameters"
 
 
+async def test_a40_waits_for_what_was_queued_for_the_merged_patient(running: Running) -> None:
+    """The merge is keyed to the surviving patient, yet must not overtake a message of
+    the merged one that is still waiting (the exchange would not know that patient)."""
+    for text in (hl7kit.adt("A04", control="OLD1", mrn="MRN99999"),
+                 hl7kit.a40(control="MRG2", survivor="MRN12345", merged="MRN99999")):
+        assert msa(await exchange(running.port, SB + hl7kit.encode(text) + EB))[0] == "AA"
+    claimed = running.outbox.claim(10)
+    assert [m.kind for m in claimed] == ["bundle"]  # the A40 waits
+    running.outbox.retry(claimed[0].id, "HTTP 503", 0)  # still not delivered
+    assert [m.kind for m in running.outbox.claim(10)] == ["bundle"]
+    running.outbox.done(claimed[0].id)
+    assert [m.kind for m in running.outbox.claim(10)] == ["merge"]
+
+
 @pytest.mark.parametrize("text,code,err", [
     (hl7kit.msh("ADT^A08", "BAD1") + "\rPID|1||7^^^H^MR||Zhang\\San", "AE", "102"),
     (hl7kit.msh("ADT^A08", "BAD2") + "\rPID|1||7^^^H^MR||\\Q\\", "AE", "102"),
@@ -194,7 +208,7 @@ async def test_bytes_outside_a_block_close_the_connection(running: Running) -> N
 async def test_outbox_failure_is_not_acknowledged_as_accepted(tmp_path: Path) -> None:
     class Broken:
         def put(self, *, patient_key: str, payload: bytes, kind: str = "bundle",
-                source: str) -> int:
+                source: str, after: str | None = None) -> int:
             raise OSError("disk full")
 
     server = await start_server("127.0.0.1", 0, outbox=Broken())

@@ -145,6 +145,7 @@ def test_bad_obx_is_an_application_error(obx: str, fragment: str) -> None:
 def test_a40_maps_to_merge_parameters() -> None:
     out = mapped(hl7kit.a40())
     assert out.kind == "merge" and out.patient_key.endswith("|MRN12345")
+    assert out.after == "urn:oid:1.2.156.112604.1.2.1|MRN99999"
     get_fhir_model_class("Parameters").model_validate(out.resource)
     assert out.resource["parameter"] == [
         {"name": "source-patient", "valueIdentifier": {
