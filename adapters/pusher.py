@@ -102,15 +102,17 @@ class Pusher:
                 self.on_sent(m)
         return settled.last or Result("poison", None, b"", "no sendable instance")
 
-    def jobs(self, limit: int) -> tuple[list[Callable[[], Result]], int]:
+    def jobs(self, limit: int, *, stow_requests: int | None = None
+             ) -> tuple[list[Callable[[], Result]], int]:
         """Claim up to ``limit`` messages as sending jobs (one per message; ``dicom``
-        instances in STOW-RS requests of up to ``stow.BATCH``, see ``stow.groups``);
-        returns the jobs and how many messages were claimed."""
+        instances in STOW-RS requests of up to ``stow.BATCH``, see ``stow.groups``, as
+        many as fill ``stow_requests`` requests, default ``stow_flights``); returns the
+        jobs and how many messages were claimed."""
         batch = self.outbox.claim(limit)
         if any(m.kind == "dicom" for m in batch):
-            # instances go up to stow.BATCH per request: claim enough to fill the
-            # requests that may fly
-            batch += self.outbox.claim(self.stow_flights * stow.BATCH - len(batch))
+            # instances go up to stow.BATCH per request: claim enough to fill them
+            requests = self.stow_flights if stow_requests is None else stow_requests
+            batch += self.outbox.claim(max(1, requests) * stow.BATCH - len(batch))
         jobs: list[Callable[[], Result]] = [partial(self.send, m) for m in batch
                                             if m.kind != "dicom"]
         jobs += [partial(self.send_dicom, group)
@@ -140,7 +142,8 @@ class Pusher:
             while not self.stopping.is_set():
                 seen = self.outbox.version
                 if len(flying) < self.workers and len(stowing) < self.stow_flights:
-                    jobs, _ = self.jobs(self.workers - len(flying))
+                    jobs, _ = self.jobs(self.workers - len(flying),
+                                        stow_requests=self.stow_flights - len(stowing))
                     for job in jobs:
                         future = pool.submit(job)
                         flying.add(future)

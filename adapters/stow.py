@@ -29,6 +29,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from adapters.client import ExchangeClient, Result, backoff
 from adapters.outbox import Message, Outbox
 
@@ -130,14 +132,14 @@ class StowSender:
             return
         referenced = _by_uid(answer.get(REFERENCED_SOP_SEQUENCE))
         failed = _by_uid(answer.get(FAILED_SOP_SEQUENCE))
+        stored: list[Message] = []
         for m in messages:
             uid = uids[m.id]
             if uid in referenced:
                 warning = first_value(referenced[uid], WARNING_REASON)
                 if warning is not None:
                     log.info("instance %s stored with warning 0x%04X", uid, warning)
-                self.outbox.done(m.id)
-                settled.done.append(m)
+                stored.append(m)
             elif uid in failed:
                 code = first_value(failed[uid], FAILURE_REASON)
                 comment = first_value(failed[uid], ERROR_COMMENT)
@@ -147,6 +149,9 @@ class StowSender:
                 self._dead(m, f"HTTP {result.status}: the exchange's STOW-RS answer names "
                               f"SOP Instance {uid} neither as stored nor as failed",
                            settled)
+        # one transaction for the batch: the SCP's puts wait for this write lock
+        self.outbox.done_many(m.id for m in stored)
+        settled.done += stored
 
     def _dead(self, m: Message, reason: str, settled: Settled, *, body: bytes = b"") -> None:
         outcome = {"resourceType": "OperationOutcome", "issue": [
@@ -159,8 +164,11 @@ class StowSender:
 
 
 def groups(messages: list[Message], *, size: int = BATCH) -> list[list[Message]]:
-    """``dicom`` messages grouped by StudyInstanceUID, in chunks of ``size``; payloads
-    without a study UID travel alone (the exchange decides about them)."""
+    """``dicom`` messages as STOW-RS requests of at most ``size``: grouped by
+    StudyInstanceUID, a study's instances next to each other, and small studies packed
+    into one request (the exchange stores each study of a request in its own
+    transaction; fewer requests save it the cost of each). Payloads without a study
+    UID travel alone (the exchange decides about them)."""
     by_study: dict[str, list[Message]] = {}
     alone: list[list[Message]] = []
     for m in messages:
@@ -169,15 +177,14 @@ def groups(messages: list[Message], *, size: int = BATCH) -> list[list[Message]]
             alone.append([m])
         else:
             by_study.setdefault(study, []).append(m)
-    chunks = [group[i:i + size] for group in by_study.values()
-              for i in range(0, len(group), size)]
-    return chunks + alone
+    ordered = [m for group in by_study.values() for m in group]
+    return [ordered[i:i + size] for i in range(0, len(ordered), size)] + alone
 
 
 def _load(payload: bytes) -> dict[str, Any] | None:
     try:
-        value = json.loads(payload)
-    except ValueError:
+        value = orjson.loads(payload)
+    except orjson.JSONDecodeError:
         return None
     return value if isinstance(value, dict) else None
 
@@ -197,8 +204,8 @@ def _sop_uid(payload: bytes) -> str | None:
 def _dataset(body: bytes) -> dict[str, Any] | None:
     """The STOW-RS response dataset (a dataset, or an array of one)."""
     try:
-        value = json.loads(body)
-    except ValueError:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
         return None
     if isinstance(value, list) and len(value) == 1:
         value = value[0]

@@ -16,7 +16,8 @@ registered hospital, in folders under ``benchmarks/out/dicom/run/``):
 
 Beside the DIMSE race, the same ``storescu`` into a do-nothing pynetdicom SCP built
 like the adapter's (``pynetdicom-floor``; ``-tuned`` with the DUL reactor's idle
-sleep at 0.1 ms instead of 1 ms): what any pynetdicom C-STORE SCP can take.
+sleep at 0.1 ms instead of 1 ms; ``-prompt`` with the adapter's loops, which wait
+for work instead of napping): what a pynetdicom C-STORE SCP can take.
 
 Orthanc runs at its best: no storage compression, no saved jobs, HTTP keep-alive
 and ``TcpNoDelay``, ``TCP_NODELAY=1`` in its environment and in ``storescu``'s
@@ -359,7 +360,7 @@ def hie_dimse(files: Files, warm: list[Path], work: Path, *, workers: int) -> Fi
             wait_until(lambda: qido_count(server, bearer), len(warm), 60)
             scu = storescu_command(files.paths, port=port, called_aet="HIE",
                                    workdir=work / "scu")
-            cpu0 = server.cpu_seconds() + cpu_seconds(adapter.pid)
+            exchange0, adapter0 = server.cpu_seconds(), cpu_seconds(adapter.pid)
             with py_spy(server.proc.pid, profile_out("dimse-exchange")), \
                     py_spy(adapter.pid, profile_out("dimse-adapter")):
                 start = time.perf_counter()
@@ -369,10 +370,13 @@ def hie_dimse(files: Files, warm: list[Path], work: Path, *, workers: int) -> Fi
                 wait_until(lambda: qido_count(server, bearer), total,
                            max(120.0, 20 * acked))
                 seconds = time.perf_counter() - start
-            cpu = server.cpu_seconds() + cpu_seconds(adapter.pid) - cpu0
-            return Figure("dimse", "hie", len(files.paths), seconds, cpu,
+            exchange_cpu = server.cpu_seconds() - exchange0
+            adapter_cpu = cpu_seconds(adapter.pid) - adapter0
+            return Figure("dimse", "hie", len(files.paths), seconds, exchange_cpu + adapter_cpu,
                           {"storescu_done_s": round(acked, 3), "workers": workers,
-                           "cpu": "exchange + adapter"})
+                           "cpu": "exchange + adapter",
+                           "exchange_cpu_s": round(exchange_cpu, 1),
+                           "adapter_cpu_s": round(adapter_cpu, 1)})
         finally:
             if adapter.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -391,11 +395,15 @@ def hie_dimse(files: Files, warm: list[Path], work: Path, *, workers: int) -> Fi
 _FLOOR_SCP = """
 import sys
 from pynetdicom import evt
+from adapters.sources.dicom_reactor import make_prompt
 from adapters.sources.dicom_scp import NoDelayServer, ScpSettings, make_ae
 ae = make_ae(ScpSettings(ae_title="HIE"))
-delay = float(sys.argv[2])
+prompt = sys.argv[2] == "prompt"
+delay = -1.0 if prompt else float(sys.argv[2])
 def opened(event):
-    if delay >= 0:
+    if prompt:
+        assert make_prompt(event.assoc)
+    elif delay >= 0:
         event.assoc.dul._run_loop_delay = delay
 ae.make_server(("127.0.0.1", int(sys.argv[1])), server_class=NoDelayServer,
                evt_handlers=[(evt.EVT_C_STORE, lambda event: 0x0000),
@@ -403,11 +411,13 @@ ae.make_server(("127.0.0.1", int(sys.argv[1])), server_class=NoDelayServer,
 """
 
 
-def pynetdicom_floor(files: Files, work: Path, *, loop_delay: float | None = None) -> Figure:
+def pynetdicom_floor(files: Files, work: Path, *, loop_delay: float | None = None,
+                     prompt: bool = False) -> Figure:
     """``storescu`` into the do-nothing SCP; ``loop_delay`` sets the DUL reactor's
-    idle sleep (None: pynetdicom's default)."""
+    idle sleep (None: pynetdicom's default); ``prompt``: the adapter's own loops,
+    which wait for work instead of napping (``adapters.sources.dicom_reactor``)."""
     port = free_port()
-    delay = "-1" if loop_delay is None else str(loop_delay)
+    delay = "prompt" if prompt else "-1" if loop_delay is None else str(loop_delay)
     proc = subprocess.Popen([sys.executable, "-c", _FLOOR_SCP, str(port), delay], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
@@ -422,10 +432,12 @@ def pynetdicom_floor(files: Files, work: Path, *, loop_delay: float | None = Non
         start = time.perf_counter()
         run_storescu(scu)
         seconds = time.perf_counter() - start
-        side = "pynetdicom-floor" if loop_delay is None else "pynetdicom-floor-tuned"
+        side = "pynetdicom-floor-prompt" if prompt else "pynetdicom-floor" \
+            if loop_delay is None else "pynetdicom-floor-tuned"
         return Figure("dimse", side, len(files.paths), seconds, cpu_seconds(proc.pid) - cpu0,
                       {"what": "SCP answering success, no work",
-                       "dul_run_loop_delay": loop_delay if loop_delay is not None else 0.001})
+                       "dul_run_loop_delay": "prompt" if prompt else loop_delay
+                       if loop_delay is not None else 0.001})
     finally:
         proc.terminate()
         try:
@@ -507,7 +519,9 @@ def run(args: argparse.Namespace) -> int:
                   ("dimse", "hie", lambda w: hie_dimse(files, warm, w, workers=args.workers)),
                   ("dimse", "pynetdicom-floor", lambda w: pynetdicom_floor(files, w)),
                   ("dimse", "pynetdicom-floor-tuned",
-                   lambda w: pynetdicom_floor(files, w, loop_delay=0.0001))]
+                   lambda w: pynetdicom_floor(files, w, loop_delay=0.0001)),
+                  ("dimse", "pynetdicom-floor-prompt",
+                   lambda w: pynetdicom_floor(files, w, prompt=True))]
     for c in args.clients:
         if "rest" in args.races:
             races += [(f"rest-{c}", "orthanc",
@@ -571,7 +585,8 @@ def report(figures: list[Figure]) -> dict[str, dict]:
               f"≥ {goal}x {'met' if met else 'MISSED'} |")
     theirs = by.get(("dimse", "orthanc"))
     for side, what in (("pynetdicom-floor", "pynetdicom's defaults"),
-                       ("pynetdicom-floor-tuned", "DUL _run_loop_delay 0.1 ms")):
+                       ("pynetdicom-floor-tuned", "DUL _run_loop_delay 0.1 ms"),
+                       ("pynetdicom-floor-prompt", "the adapter's prompt loops")):
         floor = by.get(("dimse", side))
         if floor and theirs and theirs.rate:
             ratio = floor.rate / theirs.rate

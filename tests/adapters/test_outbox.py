@@ -212,3 +212,14 @@ def test_an_outbox_from_before_after_key_is_upgraded(tmp_path: Path):
     assert [m.patient_key for m in box.claim(10)] == ["a"]
     box.put(patient_key="b", payload=b"{}", source="t", after="a")
     assert box.claim(10) == []  # a is claimed, not done: b waits
+
+
+def test_done_many_forgets_a_batch_and_counts_it_delivered(tmp_path: Path):
+    box = Outbox(tmp_path / "o.db")
+    ids = [put(box, f"p{i}", i) for i in range(5)]
+    box.done(ids[0])
+    assert [m.id for m in box.claim(10)] == ids[1:]
+    box.done_many([ids[1], ids[2], ids[0], 999])  # one already done, one unknown
+    box.done_many([])
+    state = box.status()
+    assert state.delivered == 3 and state.depth == 2

@@ -15,7 +15,7 @@ import pydicom
 import pytest
 import scpkit
 from peers.orthanc import STORESCU
-from pynetdicom import AE, _config
+from pynetdicom import AE, _config, evt
 from pynetdicom.sop_class import CTImageStorage, MRImageStorage, Verification
 
 from adapters.outbox import Outbox
@@ -172,3 +172,27 @@ def test_no_nagle_stall_with_a_sender_that_keeps_nagle_on(
     assert done.returncode == 0, done.stderr
     assert outbox.status().depth == 50
     assert elapsed < 1.2, f"50 small instances took {elapsed:.2f} s"
+
+
+def test_the_part10_head_is_the_one_pynetdicom_would_write(tmp_path: Path):
+    """The SCP encodes the file meta itself (cheaper than pydicom's writer); what
+    ``imaging.parse`` reads must be what ``event.encoded_dataset()`` gives."""
+    seen: list[tuple[bytes, bytes]] = []
+
+    def handler(event: Any) -> int:
+        seen.append((dicom_scp.part10(event), event.encoded_dataset(include_meta=True)))
+        return 0
+
+    ae = dicom_scp.make_ae(dicom_scp.ScpSettings(ae_title=AET))
+    server = ae.start_server(("127.0.0.1", 0), block=False,
+                             evt_handlers=[(evt.EVT_C_STORE, handler)])
+    try:
+        files = [scpkit.TEST_FILES / n for n in ("CT_small.dcm", "MR_small.dcm",
+                                                 "JPEG2000.dcm", "rtplan.dcm")]
+        sent = scpkit.storescu(files, port=server.server_address[1], called_aet=AET,
+                               workdir=tmp_path)
+    finally:
+        server.shutdown()
+    assert len(sent.stored) == len(files) == len(seen), sent.output[-2000:]
+    for ours, theirs in seen:
+        assert ours == theirs

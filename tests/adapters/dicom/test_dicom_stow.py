@@ -4,6 +4,8 @@ from the exchange's answer (against a fake with the exchange's STOW-RS contract)
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -79,15 +81,23 @@ def pusher(box: Outbox, fake: FakeExchange) -> Pusher:
     return Pusher(box, client, workers=2, max_delay=0.05)
 
 
-def test_one_request_per_study_of_at_most_100_and_each_instance_settled(tmp_path: Path):
+def studies(request: list[dict]) -> list[str]:
+    """The Study Instance UIDs of a request's instances, in order, each once."""
+    return list(dict.fromkeys(ds["0020000D"]["Value"][0] for ds in request))
+
+
+def test_requests_of_at_most_100_a_study_together_and_each_instance_settled(
+        tmp_path: Path):
     box = Outbox(tmp_path / "o.db")
     big = queue(box, "1.2.3.1", 230)
     small = queue(box, "1.2.3.2", 5)
     fake = FakeExchange(fail=frozenset({small[2]}))
     p = pusher(box, fake)
     p.run(drain=True)
-    assert all(len({ds["0020000D"]["Value"][0] for ds in r}) == 1 for r in fake.requests)
-    assert sorted(len(r) for r in fake.requests) == [5, 30, 100, 100]
+    assert sorted(len(r) for r in fake.requests) == [35, 100, 100]
+    # the big study's instances are not interleaved with the small one's
+    assert [studies(r) for r in sorted(fake.requests, key=len)] == [
+        ["1.2.3.1", "1.2.3.2"], ["1.2.3.1"], ["1.2.3.1"]]
     assert set(fake.stored) == set(big + small) - {small[2]}
     state = box.status()
     assert state.depth == 0 and state.delivered == 234 and p.sent == 234 and p.refused == 1
@@ -173,3 +183,67 @@ def test_bundles_and_instances_in_one_outbox_go_to_their_endpoints(tmp_path: Pat
     Pusher(box, client, workers=2).run(drain=True)
     assert set(fake.stored) == set(sops) and box.status().delivered == 4
     assert sorted(paths) == ["/auth/token", "/dicomweb/studies", "/fhir"]
+
+
+def test_small_studies_share_a_request(tmp_path: Path):
+    """Every request costs the exchange something of its own (a token check, a
+    response): ten one-instance studies go in one request, not ten."""
+    box = Outbox(tmp_path / "o.db")
+    sops = [sop for i in range(10) for sop in queue(box, f"1.2.4.{i}", 1)]
+    fake = FakeExchange()
+    pusher(box, fake).run(drain=True)
+    assert len(fake.requests) == 1 and len(studies(fake.requests[0])) == 10
+    assert set(fake.stored) == set(sops) and box.status().delivered == 10
+
+
+class SlowExchange(FakeExchange):
+    """The fake exchange taking 30 ms per request, counting requests in flight."""
+
+    def __init__(self) -> None:
+        super().__init__(before=self._work)
+        self.flying = self.most = 0
+        self.lock = threading.Lock()
+
+    def _work(self, body: list[dict]) -> None:
+        with self.lock:
+            self.flying += 1
+            self.most = max(self.most, self.flying)
+        time.sleep(0.03)
+        with self.lock:
+            self.flying -= 1
+
+
+def test_instances_queued_while_a_request_flies_go_together(tmp_path: Path):
+    """A C-STORE SCP queues one instance at a time, studies interleaved when several
+    modalities send. What is queued while a STOW-RS request is out goes in the next
+    one, studies packed together: a slow exchange gets few big requests, not one per
+    instance or per study."""
+    box = Outbox(tmp_path / "o.db")
+    fake = SlowExchange()
+    p = Pusher(box, ExchangeClient("http://x.test", client_id="c", kid="k", private_pem=KEY,
+                                   transport=httpx.MockTransport(fake)), workers=8)
+    thread = threading.Thread(target=p.run)
+    thread.start()
+    sops = []
+    for i in range(200):  # an instance every ~1 ms, four studies in turn
+        sop = f"1.2.5.{i % 4}.1.{i}"
+        dicom_messages.put(box, instance(f"1.2.5.{i % 4}", sop), sop_instance_uid=sop,
+                           source="t")
+        sops.append(sop)
+        time.sleep(0.001)
+    p.finish()
+    thread.join(30)
+    assert set(fake.stored) == set(sops) and box.status().depth == 0
+    assert len(fake.requests) <= 20, [len(r) for r in fake.requests]
+
+
+def test_a_backlog_goes_in_full_requests_at_most_stow_flights_at_once(tmp_path: Path):
+    box = Outbox(tmp_path / "o.db")
+    sops = queue(box, "1.2.6", 1000)
+    fake = SlowExchange()
+    p = Pusher(box, ExchangeClient("http://x.test", client_id="c", kid="k", private_pem=KEY,
+                                   transport=httpx.MockTransport(fake)), workers=8)
+    p.run(drain=True)
+    assert set(fake.stored) == set(sops)
+    assert [len(r) for r in fake.requests] == [100] * 10
+    assert fake.most <= p.stow_flights == 2
