@@ -1,5 +1,6 @@
-"""The DICOM JSON model (PS3.18 Annex F) of an instance's metadata, through pydicom's
-own JSON support, plus the small helpers the exchange needs to read it.
+"""The DICOM JSON model (PS3.18 Annex F) of an instance's metadata, as pydicom's own
+``Dataset.to_json_dict`` makes it (through :mod:`imaging.jsonrep`), plus the small helpers
+the exchange needs to read it.
 
 >>> tag_of("PatientName"), tag_of("0010,0010"), tag_of("(0008,0020)")
 ('00100010', '00100010', '00080020')
@@ -15,6 +16,7 @@ from typing import Any
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement
 
+from imaging.jsonrep import dataset_json
 from imaging.parse import DEFAULT_LIMITS, Instance
 
 RETRIEVE_URL = "00081190"
@@ -57,8 +59,9 @@ def to_dicom_json(instance: Instance, *, instance_url: str | None = None) -> dic
         return f"{instance_url}/bulkdata/{elem.tag:08X}"
 
     handler = bulk_uri if instance_url else None
-    result = instance.dataset.to_json_dict(
-        bulk_data_threshold=DEFAULT_LIMITS.max_element_bytes, bulk_data_element_handler=handler)
+    known, instance.known_json = instance.known_json, None     # used once, never shared
+    result = dataset_json(instance.dataset, handler, DEFAULT_LIMITS.max_element_bytes,
+                          known=known)
     for path in instance.bulk_tags:
         uri = instance.bulk_uris.get(path)
         if uri is None and instance_url:

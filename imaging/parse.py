@@ -19,12 +19,20 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, BinaryIO
 
-import pydicom
+from pydicom.charset import convert_encodings, default_encoding
+from pydicom.dataelem import (
+    DataElement,
+    RawDataElement,
+    convert_raw_data_element,
+    empty_value_for_VR,
+)
 from pydicom.dataset import Dataset
-from pydicom.filereader import read_dataset
-from pydicom.tag import Tag
+from pydicom.filereader import read_sequence
+from pydicom.tag import BaseTag
+from pydicom.values import convert_string
 
 from imaging.errors import (
     CANNOT_UNDERSTAND,
@@ -32,7 +40,14 @@ from imaging.errors import (
     OUT_OF_RESOURCES,
     DicomError,
 )
-from imaging.part10 import PIXEL_TAGS, Layout, walk
+from imaging.jsonrep import (
+    KnownJson,
+    element_json,
+    fast_path_applies,
+    raw_json,
+    text_encodings,
+)
+from imaging.part10 import PIXEL_TAGS, UNDEFINED, Layout, walk
 
 
 @dataclass(frozen=True)
@@ -64,26 +79,29 @@ class Instance:
     coerced: list[str] = field(default_factory=list)     # what the parser changed or dropped
     bulk_vrs: dict[str, str] = field(default_factory=dict)   # tag path → VR of each bulk tag
     bulk_uris: dict[str, str] = field(default_factory=dict)  # tag path → BulkDataURI from JSON
+    #: the JSON read_instance already made of raw elements, for to_dicom_json to use once
+    #: (each entry only while that very element is still in ``dataset``)
+    known_json: KnownJson | None = field(default=None, repr=False, compare=False)
 
     @property
     def study_uid(self) -> str:
         """Study Instance UID."""
-        return str(self.dataset.StudyInstanceUID)
+        return _uid_text(self.dataset, 0x0020000D, "StudyInstanceUID")
 
     @property
     def series_uid(self) -> str:
         """Series Instance UID."""
-        return str(self.dataset.SeriesInstanceUID)
+        return _uid_text(self.dataset, 0x0020000E, "SeriesInstanceUID")
 
     @property
     def sop_uid(self) -> str:
         """SOP Instance UID."""
-        return str(self.dataset.SOPInstanceUID)
+        return _uid_text(self.dataset, 0x00080018, "SOPInstanceUID")
 
     @property
     def sop_class_uid(self) -> str:
         """SOP Class UID."""
-        return str(self.dataset.SOPClassUID)
+        return _uid_text(self.dataset, 0x00080016, "SOPClassUID")
 
 
 def is_valid_uid(value: object) -> bool:
@@ -91,11 +109,32 @@ def is_valid_uid(value: object) -> bool:
     return isinstance(value, str) and len(value) <= 64 and _UID.fullmatch(value) is not None
 
 
+def _raw_uid(ds: Dataset, tag: int) -> str | list[str] | None:
+    """A UI attribute's value(s) read from its bytes, as pydicom would decode them, if it
+    is still a raw element; None if pydicom has to decode it. Saves decoding the UIDs that
+    every caller asks for, which also keeps their JSON from read_instance usable."""
+    raw = ds.get_item(tag)
+    if type(raw) is not RawDataElement or not fast_path_applies():
+        return None
+    attr = raw_json(raw, text_encodings(ds))
+    if attr is None or attr["vr"] != "UI":
+        return None
+    found = attr.get("Value", [""])
+    return found[0] if len(found) == 1 else found
+
+
+def _uid_text(ds: Dataset, tag: int, keyword: str) -> str:
+    found = _raw_uid(ds, tag)
+    return found if isinstance(found, str) else str(getattr(ds, keyword))
+
+
 def check_required(ds: Dataset) -> None:
     """Refuse (0xA900) a data set without valid SOP Class/Instance, Study and Series UIDs."""
     for keyword, tag in REQUIRED_UIDS:
-        elem = ds.get(keyword)
-        value = None if elem is None else elem.value if hasattr(elem, "value") else elem
+        value = _raw_uid(ds, int(tag, 16))
+        if value is None:
+            elem = ds.get(keyword)
+            value = None if elem is None else elem.value if hasattr(elem, "value") else elem
         if value is None or value == "":
             raise DicomError(f"{keyword} ({tag}) is missing", DOES_NOT_MATCH_SOP_CLASS)
         if not is_valid_uid(value):
@@ -120,7 +159,8 @@ def read_instance(data: bytes | str | os.PathLike, *, limits: Limits = DEFAULT_L
     if isinstance(data, bytes | bytearray | memoryview):
         size = len(data)
         _check_size(size, limits)
-        return _read(lambda: io.BytesIO(data), size, limits)
+        body = bytes(data)
+        return _read(lambda: io.BytesIO(body), size, limits, body)
     try:
         size = os.stat(data).st_size
     except OSError as exc:
@@ -136,50 +176,96 @@ def _check_size(size: int, limits: Limits) -> None:
         raise DicomError("empty body")
 
 
-def _read(opener: Any, size: int, limits: Limits) -> Instance:
+def _read(opener: Any, size: int, limits: Limits, body: bytes | None = None) -> Instance:
     with _refusing("not readable as DICOM"), opener() as fp:
         layout = walk(fp, size, max_bytes=limits.max_bytes,
                       max_element_bytes=limits.max_element_bytes,
                       max_depth=limits.max_depth, max_elements=limits.max_elements)
-        fp.seek(0)
-        ds = pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=layout.keep)
-        if layout.tail_keep and layout.tail_start is not None:
-            _read_tail(ds, fp, layout)
+        ds = _raw_dataset(layout, fp, body)
     with _refusing("undecodable attribute"):
-        for bulk in layout.bulk:             # top-level ones are only here if keep was empty
-            _drop(ds, bulk.path)
-        metadata = Dataset()
-        for elem in ds:                      # decodes every remaining value now
-            if elem.tag not in PIXEL_TAGS:
-                metadata.add(elem)
-    coerced = _drop_unrepresentable(metadata)
-    check_required(metadata)
-    return Instance(dataset=metadata, bulk_tags=[b.path for b in layout.bulk],
+        for bulk in layout.bulk:             # nested ones; top-level ones were never read
+            if "." in bulk.path:
+                _drop(ds, bulk.path)
+    coerced, known = _drop_unrepresentable(ds)
+    check_required(ds)
+    return Instance(dataset=ds, bulk_tags=[b.path for b in layout.bulk],
                     transfer_syntax=layout.transfer_syntax, coerced=coerced,
-                    bulk_vrs={b.path: b.vr for b in layout.bulk})
+                    bulk_vrs={b.path: b.vr for b in layout.bulk}, known_json=known)
 
 
-def _drop_unrepresentable(ds: Dataset) -> list[str]:
-    """Drop the attributes whose value DICOM JSON cannot carry (e.g. IS "1A"); say which."""
+def _raw_dataset(layout: Layout, fp: BinaryIO, body: bytes | None) -> Dataset:
+    """The data set pydicom's reader would make of the elements the walk kept: raw
+    elements (decoded when touched), sequences of undefined length read as sequences.
+
+    Values are taken where the walk found them, so the file is not parsed twice; nothing
+    the walk did not keep (pixel data, bulk data, the file meta group) is read.
+    """
+    if layout.inflated is not None:
+        body = layout.inflated
+        stream: BinaryIO = io.BytesIO(body)
+    else:
+        stream = fp
+    implicit, little = layout.implicit, layout.little
+    encoding: str | list[str] = default_encoding
+    elements: dict[BaseTag, RawDataElement | DataElement] = {}
+    for number, vr, length, at in sorted(layout.headers, key=itemgetter(0)):   # tag order
+        if number >> 16 == 0x0002:
+            continue                         # file meta information, not the data set's
+        tag = BaseTag(number)
+        if length == UNDEFINED:              # the walk only keeps sequences of this kind
+            stream.seek(at)
+            sequence = read_sequence(stream, implicit, little, length, encoding)
+            elements[tag] = DataElement(tag, "SQ", sequence, at, is_undefined_length=True)
+            continue
+        if length == 0:
+            value = empty_value_for_VR(vr, raw=True)
+        elif body is not None:
+            value = body[at:at + length]
+        else:
+            stream.seek(at)
+            value = stream.read(length)
+        if number == 0x00080005:             # as pydicom's reader: for sequences after it
+            encoding = convert_encodings(convert_string(value or b"", little))
+        elements[tag] = RawDataElement(tag, vr, length, value, at, implicit, little)
+    ds = Dataset(elements)
+    charset = elements.get(BaseTag(0x00080005))
+    if charset is not None:
+        value = charset.value if isinstance(charset, DataElement) \
+            else convert_raw_data_element(charset).value
+        ds.set_original_encoding(implicit, little, convert_encodings(value))
+    else:
+        ds.set_original_encoding(implicit, little, default_encoding)
+    return ds
+
+
+def _drop_unrepresentable(ds: Dataset) -> tuple[list[str], KnownJson | None]:
+    """Drop the attributes whose value DICOM JSON cannot carry (e.g. IS "1A"); say which.
+
+    Plain values are turned into JSON from their bytes (:func:`imaging.jsonrep.raw_json`),
+    which is kept for :func:`imaging.jsonmodel.to_dicom_json`; the others are decoded by
+    pydicom now, so that a value pydicom cannot decode refuses the instance here rather
+    than failing later in a caller.
+    """
     coerced = []
-    for tag in list(ds.keys()):
+    fast = fast_path_applies()
+    encodings = text_encodings(ds) if fast else []
+    known: dict[int, tuple[RawDataElement, dict]] = {}
+    for tag, elem in list(ds.items()):
+        if fast and type(elem) is RawDataElement:
+            attr = raw_json(elem, encodings)
+            if attr is not None:
+                if "InlineBinary" not in attr:   # its JSON depends on the bulk data handler
+                    known[tag] = (elem, attr)
+                continue
+        with _refusing("undecodable attribute"):
+            elem = ds[tag]
         try:
-            ds[tag].to_json_dict(None, 1 << 62)
+            element_json(elem, None, 1 << 62)
         except Exception as exc:  # invalid values raise whatever their VR's parser raises
-            name = ds[tag].keyword or "private attribute"
+            name = elem.keyword or "private attribute"
             coerced.append(f"{tag:08X} {name}: invalid value dropped ({type(exc).__name__})")
             del ds[tag]
-    return coerced
-
-
-def _read_tail(ds: Dataset, fp: BinaryIO, layout: Layout) -> None:
-    """Decode the top-level elements after the pixel data (stop_before_pixels stops there)."""
-    stream: BinaryIO = io.BytesIO(layout.inflated) if layout.inflated is not None else fp
-    stream.seek(layout.tail_start or 0)
-    tail = read_dataset(stream, layout.implicit, layout.little,
-                        specific_tags=[Tag(t) for t in layout.tail_keep])
-    for tag in list(tail.keys()):        # keys: iterating a Dataset decodes its elements
-        ds[tag] = tail.get_item(tag)
+    return coerced, (encodings, known) if fast else None
 
 
 def _drop(ds: Dataset, path: str) -> None:

@@ -5,10 +5,11 @@ element without reading any value.
 element headers and seeks over values, so a file is checked for truncation, illegal
 undefined lengths, nesting depth and element count in memory that does not grow with
 its values. It also tells the reader what to skip (bulk data, Pixel Data) so that
-pydicom never reads those values at all. Its reading of the encoding follows
-pydicom's own (``pydicom.filereader``), including pydicom's tolerance for sequence
-items written in implicit VR inside an explicit VR data set, so that every file it
-accepts pydicom reads the same way.
+pydicom never reads those values at all, and where each other top-level value is, so
+that the reader decodes exactly the elements whose headers were checked. Its reading
+of the encoding follows pydicom's own (``pydicom.filereader``), including pydicom's
+tolerance for sequence items written in implicit VR inside an explicit VR data set,
+so that every file it accepts pydicom reads the same way.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ _KNOWN_VRS = frozenset(
     b"UL UN UR US UT UV".split())
 _LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
 _VR_NAMES = frozenset(vr.decode() for vr in _KNOWN_VRS)
+_VR_TEXT = {vr: vr.decode() for vr in _KNOWN_VRS}
 
 
 @dataclass
@@ -59,12 +61,12 @@ class Layout:
     deflated: bool = False
     inflated: bytes | None = None           # the inflated data set of a deflated file
     dataset_start: int = 0                  # offset of the data set in the file
-    keep: list[int] = field(default_factory=list)        # top-level tags to decode
-    pixel_tag: int | None = None            # the first top-level pixel data element
-    tail_start: int | None = None           # data set offset right after it
-    tail_keep: list[int] = field(default_factory=list)   # top-level tags to decode after it
     bulk: list[BulkElement] = field(default_factory=list)
     elements: int = 0
+    #: each top-level element that is not bulk data, in file order, before and after the
+    #: pixel data: (tag, VR as written or None when read as implicit VR, length, offset of
+    #: its value) -- what pydicom's reader yields, for the reader to decode
+    headers: list[tuple[int, str | None, int, int]] = field(default_factory=list)
 
 
 def _dictionary_vr(tag: int) -> str | None:
@@ -93,7 +95,11 @@ class _Walker:
         self.fp, self.size = fp, size
         self.max_element_bytes, self.max_depth = max_element_bytes, max_depth
         self.max_elements = max_elements
-        self.endian = "<" if little else ">"
+        endian = "<" if little else ">"
+        self._tag_length = struct.Struct(endian + "HHL").unpack
+        self._long = struct.Struct(endian + "L").unpack
+        self._short = struct.Struct(endian + "H").unpack_from
+        self._pair = struct.Struct(endian + "HH").unpack
         self.layout = Layout(little=little)
 
     # -- low level -----------------------------------------------------------------
@@ -117,7 +123,7 @@ class _Walker:
 
     def _next_tag(self) -> int:
         pos = self.fp.tell()
-        group, elem = struct.unpack(self.endian + "HH", self._read(4))
+        group, elem = self._pair(self._read(4))
         self.fp.seek(pos)
         return group << 16 | elem
 
@@ -131,23 +137,21 @@ class _Walker:
         return not (0x40 < head[4] < 0x5B and 0x40 < head[5] < 0x5B)
 
     def header(self, implicit: bool) -> tuple[int, str | None, int]:
-        """Tag, VR (None when unknown in implicit VR) and length of the next element."""
-        raw = self._read(8)
-        group, elem = struct.unpack(self.endian + "HH", raw[:4])
-        tag = group << 16 | elem
-        if group == 0xFFFE:                      # items and delimiters have no VR
-            return tag, None, struct.unpack(self.endian + "L", raw[4:])[0]
+        """Tag, VR as written (None when read as implicit VR) and length of the next element."""
+        raw = self.fp.read(8)
+        if len(raw) < 8:
+            raise DicomError("truncated: the file ends inside an element header")
+        group, elem, length = self._tag_length(raw)
+        if implicit or group == 0xFFFE:          # items and delimiters have no VR
+            return group << 16 | elem, None, length
         vr_bytes = raw[4:6]
-        if not implicit:
-            if vr_bytes in _KNOWN_VRS:
-                if vr_bytes in _LONG_VRS:
-                    return tag, vr_bytes.decode(), struct.unpack(self.endian + "L",
-                                                                 self._read(4))[0]
-                return tag, vr_bytes.decode(), struct.unpack(self.endian + "H", raw[6:])[0]
-            if b"AA" <= vr_bytes <= b"ZZ":       # unknown VR: pydicom reads a 2-byte length
-                return tag, vr_bytes.decode(), struct.unpack(self.endian + "H", raw[6:])[0]
-        length = struct.unpack(self.endian + "L", raw[4:])[0]
-        return tag, _dictionary_vr(tag), length
+        if vr_bytes in _KNOWN_VRS:
+            if vr_bytes in _LONG_VRS:
+                return group << 16 | elem, vr_bytes.decode(), self._long(self._read(4))[0]
+            return group << 16 | elem, vr_bytes.decode(), self._short(raw, 6)[0]
+        if b"AA" <= vr_bytes <= b"ZZ":           # unknown VR: pydicom reads a 2-byte length
+            return group << 16 | elem, vr_bytes.decode(), self._short(raw, 6)[0]
+        return group << 16 | elem, None, length  # pydicom assumes a switch to implicit VR
 
     # -- structure -----------------------------------------------------------------
     def dataset(self, end: int | None, implicit: bool, depth: int, prefix: str) -> None:
@@ -158,49 +162,77 @@ class _Walker:
         elif not implicit and self._looks_implicit():
             implicit = True                      # PS3.5 6.2.2: items may be implicit VR
         limit = self.size if end is None else end
+        fp, lay = self.fp, self.layout
+        read, tell, seek, tag_length = fp.read, fp.tell, fp.seek, self._tag_length
         while True:
-            pos = self.fp.tell()
+            pos = tell()
             if top and pos >= self.size:
                 return
             if end is not None and pos >= end:
                 if pos > end:
                     raise DicomError("malformed: an element crosses the end of its item")
                 return
-            tag, vr, length = self.header(implicit)
-            if tag == ITEM_END:
-                if end is None and not top:
-                    return
-                raise DicomError("malformed: an item delimiter outside an item")
-            if tag >> 16 == 0xFFFE:
+            # the element header, as header() reads it (inlined: this loop is the hot one)
+            raw = read(8)
+            if len(raw) < 8:
+                raise DicomError("truncated: the file ends inside an element header")
+            group, elem, length = tag_length(raw)
+            tag = group << 16 | elem
+            vr = None
+            if group == 0xFFFE:
+                if tag == ITEM_END:
+                    if end is None and not top:
+                        return
+                    raise DicomError("malformed: an item delimiter outside an item")
                 raise DicomError("malformed: an item outside a sequence")
-            self._count()
-            path = f"{prefix}{tag:08X}"
-            self.element(tag, vr, length, limit, implicit, depth, path)
-            if top:
-                bulk = self.layout.bulk
-                self._place(tag, bulk=bool(bulk) and bulk[-1].path == path)
-
-    def _place(self, tag: int, *, bulk: bool) -> None:
-        """Note where a top-level element is: decoded before or after the pixel data."""
-        lay = self.layout
-        if tag in PIXEL_TAGS and lay.pixel_tag is None:
-            lay.pixel_tag, lay.tail_start = tag, self.fp.tell()
-        elif not bulk:
-            (lay.keep if lay.pixel_tag is None else lay.tail_keep).append(tag)
+            if not implicit:
+                vr_bytes = raw[4:6]
+                if vr_bytes in _KNOWN_VRS:
+                    vr = _VR_TEXT[vr_bytes]
+                    if vr_bytes in _LONG_VRS:
+                        length = self._long(self._read(4))[0]
+                    else:
+                        length = self._short(raw, 6)[0]
+                elif b"AA" <= vr_bytes <= b"ZZ":     # unknown VR: pydicom reads 2 bytes
+                    vr, length = vr_bytes.decode(), self._short(raw, 6)[0]
+                # else pydicom assumes a switch to implicit VR: no VR, 4-byte length
+            lay.elements += 1
+            if lay.elements > self.max_elements:
+                raise DicomError(f"more than {self.max_elements} elements", OUT_OF_RESOURCES)
+            value_at = tell()
+            known = vr if vr is not None else _dictionary_vr(tag)
+            if length != UNDEFINED and known is not None and known != "SQ" and known != "UN":
+                # a value to skip: what element() does for it, inlined
+                bulk = length > self.max_element_bytes or tag in PIXEL_TAGS
+                if bulk:
+                    lay.bulk.append(BulkElement(f"{prefix}{tag:08X}",
+                                                _vr_of_bulk(tag, known, False)))
+                if value_at + length > limit:
+                    raise DicomError(f"truncated: element ({tag >> 16:04X},{tag & 0xFFFF:04X}) "
+                                     "runs past the end of its data set")
+                seek(value_at + length)
+            else:
+                count = len(lay.bulk)
+                self.element(tag, vr, length, limit, implicit, depth, prefix)
+                bulk = len(lay.bulk) > count and lay.bulk[-1].path == f"{prefix}{tag:08X}"
+            if top and not bulk and tag not in PIXEL_TAGS:   # even if written as a sequence
+                lay.headers.append((tag, vr, length, value_at))
 
     def element(self, tag: int, vr: str | None, length: int, end: int, implicit: bool,
-                depth: int, path: str) -> None:
+                depth: int, prefix: str) -> None:
         """Walk one element's value: recurse into sequences, skip everything else."""
+        if vr is None:
+            vr = _dictionary_vr(tag)
         if length == UNDEFINED:
             if vr == "UN":                       # PS3.5 6.2.2: UN of undefined length is SQ
                 vr = "SQ"
             elif vr is None and self._next_tag() == ITEM:
                 vr = "SQ"                        # a private sequence in implicit VR
             if vr == "SQ":
-                self.sequence(None, implicit, depth + 1, path)
+                self.sequence(None, implicit, depth + 1, f"{prefix}{tag:08X}")
             elif tag in PIXEL_TAGS:
                 self.fragments(tag)
-                self.layout.bulk.append(BulkElement(path, "OB"))
+                self.layout.bulk.append(BulkElement(f"{prefix}{tag:08X}", "OB"))
             else:
                 raise DicomError(f"malformed: undefined length on non-sequence element "
                                  f"({tag >> 16:04X},{tag & 0xFFFF:04X})")
@@ -211,11 +243,16 @@ class _Walker:
                 raise DicomError(f"truncated: sequence ({tag >> 16:04X},{tag & 0xFFFF:04X}) "
                                  "runs past the end of its data set")
             # a UN sequence is implicit VR (PS3.5 6.2.2)
-            self.sequence(start + length, implicit or vr == "UN", depth + 1, path)
+            self.sequence(start + length, implicit or vr == "UN", depth + 1,
+                          f"{prefix}{tag:08X}")
             return
-        if tag in PIXEL_TAGS or length > self.max_element_bytes:
-            self.layout.bulk.append(BulkElement(path, _vr_of_bulk(tag, vr, False)))
-        self._skip(length, end, tag)
+        if length > self.max_element_bytes or tag in PIXEL_TAGS:
+            self.layout.bulk.append(BulkElement(f"{prefix}{tag:08X}", _vr_of_bulk(tag, vr, False)))
+        pos = self.fp.tell()
+        if pos + length > end:
+            raise DicomError(f"truncated: element ({tag >> 16:04X},{tag & 0xFFFF:04X}) "
+                             "runs past the end of its data set")
+        self.fp.seek(pos + length)
 
     def sequence(self, end: int | None, implicit: bool, depth: int, path: str) -> None:
         """Walk the items of a sequence of defined (``end``) or undefined length."""

@@ -175,6 +175,15 @@ def test_encapsulated_pixel_data_is_skipped_fragment_by_fragment(tmp_path: Path)
     assert peak < 2 * 1024 * 1024
 
 
+@pytest.mark.parametrize("written", [b"UN", b"SQ"])
+def test_pixel_data_written_as_a_sequence_is_not_kept(written: bytes) -> None:
+    item = ITEM_START + struct.pack("<HH2sH", 0x0008, 0x0100, b"SH", 4) + b"CODE" + ITEM_END
+    pixel = struct.pack("<HH2sHL", 0x7FE0, 0x0010, written, 0, 0xFFFFFFFF) + item + SEQUENCE_END
+    instance = read_instance(part10(dataset(), extra=pixel))
+    assert "PixelData" not in instance.dataset
+    assert not PIXEL_TAGS & set(instance.dataset.keys())
+
+
 def test_elements_after_the_pixel_data_are_still_read() -> None:
     pixel = implicit(0x7FE00010, bytes(64))
     after = implicit(0xFFFAFFFA, b"") + implicit(0xFFFCFFFC, bytes(100_000))
