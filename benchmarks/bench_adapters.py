@@ -42,7 +42,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -57,7 +56,6 @@ from typing import Any
 
 import httpx
 import orjson
-import psutil
 from cryptography.hazmat.primitives import serialization
 
 from benchmarks.common import (
@@ -68,8 +66,10 @@ from benchmarks.common import (
     http_client,
     machine,
     post_bundles,
+    process_cpu,
     profiled,
     run_server,
+    stop_group,
     stop_on_sigterm,
     top_frames,
 )
@@ -108,21 +108,6 @@ def adapter_command(profile: Path | None = None) -> list[str]:
             "--output", str(profile), "--", *cmd]
 
 
-def process_cpu(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` and its children so far (0 once it is gone)."""
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0
-    total = 0.0
-    for p in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            t = p.cpu_times()
-            total += t.user + t.system
-    return total
-
-
 class CpuWatch:
     """The adapter's CPU seconds, sampled until it exits (psutil cannot read a reaped
     process, so the last sample before exit counts)."""
@@ -142,21 +127,6 @@ class CpuWatch:
         self._stop.set()
         self._thread.join()
         return self.seconds
-
-
-def stop_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGINT the process group (the adapter stops its pusher), SIGKILL what is left."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def counts(server: Server, types: list[str]) -> dict[str, int]:

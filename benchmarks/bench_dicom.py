@@ -58,7 +58,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
-import psutil
 import pydicom
 
 from benchmarks.common import (
@@ -66,6 +65,7 @@ from benchmarks.common import (
     ROOT,
     Server,
     machine,
+    process_cpu,
     py_spy,
     run_server,
     stop_on_sigterm,
@@ -168,21 +168,6 @@ def load_files(instances: int, seed: int) -> tuple[Files, list[Path]]:
 
 
 # -- measuring --------------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of ``pid`` and its children so far."""
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0
-    total = 0.0
-    for p in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            t = p.cpu_times()
-            total += t.user + t.system
-    return total
 
 
 def wait_until(check: Callable[[], int], target: int, timeout: float,
@@ -360,7 +345,7 @@ def hie_dimse(files: Files, warm: list[Path], work: Path, *, workers: int) -> Fi
             wait_until(lambda: qido_count(server, bearer), len(warm), 60)
             scu = storescu_command(files.paths, port=port, called_aet="HIE",
                                    workdir=work / "scu")
-            exchange0, adapter0 = server.cpu_seconds(), cpu_seconds(adapter.pid)
+            exchange0, adapter0 = server.cpu_seconds(), process_cpu(adapter.pid)
             with py_spy(server.proc.pid, profile_out("dimse-exchange")), \
                     py_spy(adapter.pid, profile_out("dimse-adapter")):
                 start = time.perf_counter()
@@ -371,7 +356,7 @@ def hie_dimse(files: Files, warm: list[Path], work: Path, *, workers: int) -> Fi
                            max(120.0, 20 * acked))
                 seconds = time.perf_counter() - start
             exchange_cpu = server.cpu_seconds() - exchange0
-            adapter_cpu = cpu_seconds(adapter.pid) - adapter0
+            adapter_cpu = process_cpu(adapter.pid) - adapter0
             return Figure("dimse", "hie", len(files.paths), seconds, exchange_cpu + adapter_cpu,
                           {"storescu_done_s": round(acked, 3), "workers": workers,
                            "cpu": "exchange + adapter",
@@ -428,13 +413,13 @@ def pynetdicom_floor(files: Files, work: Path, *, loop_delay: float | None = Non
                 raise Failed("the do-nothing pynetdicom SCP did not start")
             time.sleep(0.1)
         scu = storescu_command(files.paths, port=port, called_aet="HIE", workdir=work / "scu")
-        cpu0 = cpu_seconds(proc.pid)
+        cpu0 = process_cpu(proc.pid)
         start = time.perf_counter()
         run_storescu(scu)
         seconds = time.perf_counter() - start
         side = "pynetdicom-floor-prompt" if prompt else "pynetdicom-floor" \
             if loop_delay is None else "pynetdicom-floor-tuned"
-        return Figure("dimse", side, len(files.paths), seconds, cpu_seconds(proc.pid) - cpu0,
+        return Figure("dimse", side, len(files.paths), seconds, process_cpu(proc.pid) - cpu0,
                       {"what": "SCP answering success, no work",
                        "dul_run_loop_delay": "prompt" if prompt else loop_delay
                        if loop_delay is not None else 0.001})
@@ -466,10 +451,10 @@ def orthanc_rest(files: Files, warm: list[Path], work: Path, *, clients: int) ->
             if r.status_code != 200 or r.json().get("Status") != "Success":
                 raise Failed(f"Orthanc POST /instances: HTTP {r.status_code} {r.text[:500]}")
 
-        cpu0 = cpu_seconds(orthanc.process.pid)
+        cpu0 = process_cpu(orthanc.process.pid)
         seconds = post_all(bodies, send, clients=clients,
                            headers={"Content-Type": "application/dicom"})
-        cpu = cpu_seconds(orthanc.process.pid) - cpu0
+        cpu = process_cpu(orthanc.process.pid) - cpu0
         stored = orthanc.count_instances() - len(warm)
         if stored != len(files.paths):
             raise Failed(f"Orthanc holds {stored} of {len(files.paths)}")
@@ -482,13 +467,13 @@ def orthanc_dimse(files: Files, warm: list[Path], work: Path) -> Figure:
         _orthanc_warm(orthanc, warm, work)
         scu = storescu_command(files.paths, port=orthanc.dicom_port, called_aet=orthanc.aet,
                                workdir=work / "scu")
-        cpu0 = cpu_seconds(orthanc.process.pid)
+        cpu0 = process_cpu(orthanc.process.pid)
         start = time.perf_counter()
         run_storescu(scu)
         acked = time.perf_counter() - start
         orthanc.wait_instances(len(warm) + len(files.paths), timeout=max(120.0, 20 * acked))
         seconds = time.perf_counter() - start
-        cpu = cpu_seconds(orthanc.process.pid) - cpu0
+        cpu = process_cpu(orthanc.process.pid) - cpu0
         return Figure("dimse", "orthanc", len(files.paths), seconds, cpu,
                       {"storescu_done_s": round(acked, 3)})
 

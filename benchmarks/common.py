@@ -163,17 +163,7 @@ class Server:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time used so far by the server and its children."""
-        try:
-            root = psutil.Process(self.proc.pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return 0.0
-        total = 0.0
-        for p in procs:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                t = p.cpu_times()
-                total += t.user + t.system
-        return total
+        return process_cpu(self.proc.pid)
 
     def worker_pids(self) -> list[int]:
         with contextlib.suppress(psutil.NoSuchProcess):
@@ -311,17 +301,39 @@ def stop_on_sigterm() -> None:
 
 def _stop(proc: subprocess.Popen) -> None:
     """SIGTERM the server's process group; SIGKILL what is left after 15 s."""
+    stop_group(proc, signal.SIGTERM, grace=15)
+
+
+def stop_group(proc: subprocess.Popen, first: int = signal.SIGINT, *,
+               grace: float = 10) -> None:
+    """Send ``first`` to the process group, SIGKILL what is left after ``grace`` s
+    (and any stray process of the group)."""
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
+            os.killpg(proc.pid, first)
         try:
-            proc.wait(15)
+            proc.wait(grace)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)  # stray workers of the group, if any
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its children so far (0 once it is gone)."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
 
 
 class RssSampler:
