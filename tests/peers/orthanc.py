@@ -43,12 +43,6 @@ STORESCU = "storescu"
 NODELAY_ENV = {"TCP_NODELAY": "1"}
 
 
-def available() -> bool:
-    """Whether Orthanc, its DICOMweb plugin and ``storescu`` are installed."""
-    return (Path(ORTHANC).exists() and Path(DICOMWEB_PLUGIN).exists()
-            and shutil.which(STORESCU) is not None)
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -12,10 +12,9 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
-import pytest
 import scpkit
 from adapter_exchange import ADAPTER, Exchange, free_port
-from peers.orthanc import available, start_orthanc
+from peers.orthanc import start_orthanc
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
@@ -108,7 +107,6 @@ def test_kill_9_after_the_acks_then_restart_delivers_each_instance_once(
     assert state.dead_letters == [] and state.delivered == len(sent.stored)
 
 
-@pytest.mark.skipif(not available(), reason="Orthanc with DICOMweb is not installed")
 def test_pacs_once_sends_the_new_study_with_the_pacs_as_retrieve_url(
         exchange: Exchange, tmp_path: Path):
     study = scpkit.copies(scpkit.TEST_FILES / "MR_small.dcm", tmp_path / "study", 5)

@@ -11,15 +11,12 @@ from typing import Any
 import httpx
 import pytest
 import scpkit
-from peers.orthanc import Orthanc, available, start_orthanc
+from peers.orthanc import Orthanc, start_orthanc
 
 from adapters.outbox import Outbox
 from adapters.sources.dicom_poller import PacsPoller
 
 ODD_STUDY = "1.2.999.999.99.9.9999.8888"
-
-pytestmark = pytest.mark.skipif(not available(), reason="Orthanc, its DICOMweb plugin "
-                                "or storescu is not installed (scripts/setup)")
 
 
 @pytest.fixture(scope="module")
