@@ -28,6 +28,7 @@ from hie.auth.router import router as auth_router
 from hie.auth.router import smart_router
 from hie.auth.tokens import TokenService
 from hie.config import Settings, get_settings
+from hie.dicomweb.labels import relabel_hook
 from hie.dicomweb.router import router as dicomweb_router
 from hie.fhir.access import AccessAuditMiddleware
 from hie.fhir.router import router as fhir_router
@@ -50,8 +51,8 @@ from hie.store import open_store
 def write_hooks(settings: Settings) -> list[WriteHook]:
     """What commits with every write besides its own audit record: the regional
     identity of every Patient written, and the audit records of the links it
-    makes."""
-    return [identity_write_hook(settings, sink=audit_sink)]
+    makes; the labels of every ImagingStudy written, on its DICOM records."""
+    return [identity_write_hook(settings, sink=audit_sink), relabel_hook]
 
 
 def mask_logs() -> None:

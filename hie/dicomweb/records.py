@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Iterable
 from typing import Any, Literal
 
 import orjson
@@ -91,9 +92,31 @@ def record_id(source: str, *uids: str) -> str:
     return hashlib.sha256("|".join((source, *uids)).encode()).hexdigest()[:40]
 
 
-def body(patient: str, dataset: dict[str, Any]) -> bytes:
-    """A record's stored body."""
-    return orjson.dumps({"patient": patient, "dataset": dataset})
+Label = tuple[str, str]  # (system, code) of a sensitivity label
+
+
+def body(patient: str, dataset: dict[str, Any], labels: Iterable[Label] = ()) -> bytes:
+    """A record's stored body: its patient, its dataset and the sensitivity
+    labels of its study (kept in the body too, so that a relabelling can tell
+    which records are behind)."""
+    doc: dict[str, Any] = {"patient": patient, "dataset": dataset}
+    labels = sorted(set(labels))
+    if labels:
+        doc["labels"] = [list(label) for label in labels]
+    return orjson.dumps(doc)
+
+
+def labels_of(rec: StoredResource) -> list[Label]:
+    """The sensitivity labels a record was written with."""
+    return [(s, c) for s, c in orjson.loads(rec.body).get("labels", [])] if rec.body else []
+
+
+def same(rec: StoredResource, patient: str, dataset: dict[str, Any]) -> bool:
+    """Whether a stored record already holds this patient and dataset."""
+    if rec.deleted or not rec.body:
+        return False
+    doc = orjson.loads(rec.body)
+    return doc["patient"] == patient and doc["dataset"] == dataset
 
 
 def unpack(rec: StoredResource) -> tuple[str, dict[str, Any]]:
@@ -131,9 +154,11 @@ def _date_range(value: str) -> tuple[str, str] | None:
     return day + "T00:00:00.000000", day + "T23:59:59.999999"
 
 
-def index(dataset: dict[str, Any], patient_id: str) -> IndexEntries:
-    """The QIDO index entries of one record."""
+def index(dataset: dict[str, Any], patient_id: str, labels: Iterable[Label] = ()
+          ) -> IndexEntries:
+    """The QIDO index entries of one record (and its labels as ``_security``)."""
     out = IndexEntries()
+    out.token += [("_security", system, code) for system, code in sorted(set(labels))]
     for tag in TOKEN_TAGS:
         out.token += [(tag, "", v) for v in _strings(dataset, tag)]
     for tag in STRING_TAGS:

@@ -122,63 +122,70 @@ async def _store_study(tx: Transaction, ctx: RequestContext, uid: str, group: li
     await tx.lock(f"dicom-study:{ctx.source}:{uid}")
     stamp = writes.stamp_now()
     patient_ref = f"Patient/{patient}"
-    puts: list[WriteRecord] = []
-    latest: dict[str, dict[str, Any]] = {}  # series uid -> its newest instance's dataset
-    changed: list[Incoming] = []
+    changed: list[tuple[Incoming, str]] = []
     for item in group:
         out = item.outcome
         rid = records.record_id(source, uid, out.series_uid or "", out.sop_uid or "")
-        body = records.body(patient_ref, item.dataset)
         current = await tx.read(INSTANCE_TYPE, rid)
-        if current is not None and not current.deleted and current.body == body:
+        if current is not None and records.same(current, patient_ref, item.dataset):
             continue  # the same instance again: nothing to write
-        puts.append(WriteRecord(INSTANCE_TYPE, rid, current.version + 1 if current else 1,
-                                stamp, body, source=source,
-                                index=records.index(item.dataset, patient)))
-        latest[out.series_uid or ""] = item.dataset
-        changed.append(item)
+        changed.append((item, rid))
     if not changed:
         return
-    study = await _merged_study(tx, ctx, uid, changed, patient_ref)
-    study_set = level_view(changed[-1].dataset, "study")
-    study_set[records.AVAILABILITY] = changed[-1].dataset[records.AVAILABILITY]
-    series_counts = {s["uid"]: s.get("numberOfInstances", 0) for s in study.get("series", [])}
+    study = await _merged_study(tx, ctx, uid, [i for i, _ in changed], patient_ref)
+    entry = writes.WriteEntry("PUT", "ImagingStudy", resource=study,
+                              condition=[("identifier", f"{UID_SYSTEM}|urn:oid:{uid}")])
+    # the hooks run first: they relabel the study's stored DICOM records when the
+    # ImagingStudy's labels changed (hie.dicomweb.labels)
+    [written] = await writes.execute_in(tx, ctx, [entry], stamp=stamp, hooks=hooks)
+    # the study's sensitivity labels go with its DICOM records, so a hidden
+    # category hides them on DICOMweb as on FHIR
+    labels = _labels(written.body)
+    new = _Records(tx, source, stamp, patient, patient_ref, labels)
+    latest: dict[str, dict[str, Any]] = {}  # series uid -> its newest instance's dataset
+    for item, rid in changed:
+        await new.add(INSTANCE_TYPE, rid, item.dataset)
+        latest[item.outcome.series_uid or ""] = item.dataset
+    newest = changed[-1][0].dataset
+    study_set = level_view(newest, "study")
+    study_set[records.AVAILABILITY] = newest[records.AVAILABILITY]
     study_set.update(_computed_study(study))
-    puts.append(await _level_record(tx, STUDY_TYPE, records.record_id(source, uid), source,
-                                    stamp, patient, patient_ref, study_set))
+    await new.add(STUDY_TYPE, records.record_id(source, uid), study_set)
+    series_counts = {s["uid"]: s.get("numberOfInstances", 0) for s in study.get("series", [])}
     for series_uid, dataset in latest.items():
         series_set = level_view(dataset, "series")
         series_set[records.AVAILABILITY] = dataset[records.AVAILABILITY]
         series_set[SERIES_INSTANCE_COUNT] = {"vr": "IS",
                                              "Value": [series_counts.get(series_uid, 0)]}
-        puts.append(await _level_record(tx, SERIES_TYPE,
-                                        records.record_id(source, uid, series_uid), source,
-                                        stamp, patient, patient_ref, series_set))
-    entry = writes.WriteEntry("PUT", "ImagingStudy", resource=study,
-                              condition=[("identifier", f"{UID_SYSTEM}|urn:oid:{uid}")])
-    [written] = await writes.execute_in(tx, ctx, [entry], stamp=stamp, hooks=hooks)
-    # the study's sensitivity labels (derived from its codes at ingest) go with its
-    # DICOM records, so a hidden category hides them on DICOMweb as on FHIR
-    labels = _labels(written.body)
-    for record in puts:
-        if record.index is not None:
-            record.index.token += labels
-    await tx.put_many(puts)
+        await new.add(SERIES_TYPE, records.record_id(source, uid, series_uid), series_set)
+    await tx.put_many(new.puts)
 
 
-def _labels(body: bytes | None) -> list[tuple[str, str, str]]:
+def _labels(body: bytes | None) -> list[records.Label]:
     if not body:
         return []
     security = (orjson.loads(body).get("meta") or {}).get("security") or []
-    return [("_security", s.get("system", ""), s["code"]) for s in security if s.get("code")]
+    return [(s.get("system", ""), s["code"]) for s in security if s.get("code")]
 
 
-async def _level_record(tx: Transaction, rtype: str, rid: str, source: str, stamp: str,
-                        patient: str, patient_ref: str, dataset: dict[str, Any]) -> WriteRecord:
-    current = await tx.read(rtype, rid)
-    return WriteRecord(rtype, rid, current.version + 1 if current else 1, stamp,
-                       records.body(patient_ref, dataset), source=source,
-                       index=records.index(dataset, patient))
+@dataclass(slots=True)
+class _Records:
+    """The DICOM records one study write puts, each the next version of its id."""
+
+    tx: Transaction
+    source: str
+    stamp: str
+    patient: str
+    patient_ref: str
+    labels: list[records.Label]
+    puts: list[WriteRecord] = field(default_factory=list)
+
+    async def add(self, rtype: str, rid: str, dataset: dict[str, Any]) -> None:
+        current = await self.tx.read(rtype, rid)
+        self.puts.append(WriteRecord(
+            rtype, rid, current.version + 1 if current else 1, self.stamp,
+            records.body(self.patient_ref, dataset, self.labels), source=self.source,
+            index=records.index(dataset, self.patient, self.labels)))
 
 
 async def _merged_study(tx: Transaction, ctx: RequestContext, uid: str,

@@ -203,3 +203,33 @@ async def test_a_study_labelled_sensitive_stays_hidden_unless_its_category_is_op
                                 params={"StudyInstanceUID": region["study"]})
             assert len(other.json()) == 1
         await service.withdraw_consent(data, person=region["person"], consent_id=granted["id"])
+
+
+async def test_labelling_a_study_after_its_images_arrived_hides_them_too(
+        app: FastAPI, make_client: Make, region: dict) -> None:
+    data = StoreConsentData(app.state.store)
+    await service.grant_consent(data, person=region["person"], organization="hospb",
+                                purposes=["TREAT"])
+    study = region["study"]
+    async with make_client("hospb", scope="user/*.rs", **DOCTOR) as b:
+        assert _seen(await _reads(b, region))
+    async with make_client("hospa") as a:
+        query = {"identifier": f"urn:dicom:uid|urn:oid:{study}"}
+        [entry] = (await a.get("/fhir/ImagingStudy", params=query)).json()["entry"]
+        img = entry["resource"]
+        img["meta"] = {"security": [{
+            "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "PSY"}]}
+        r = await a.put(f"/fhir/ImagingStudy/{img['id']}", json=img)
+        assert r.status_code == 200, r.text
+        # the hospital still sees its own study on DICOMweb
+        assert len((await a.get(f"{DICOMWEB}/studies/{study}/metadata")).json()) == 1
+    async with make_client("hospb", scope="user/*.rs", **DOCTOR) as b:
+        answers = await _reads(b, region)
+    assert _hidden(answers), answers
+    # later instances of the study keep the label
+    async with make_client("hospa") as a:
+        assert (await stow(a, [instance(study=study, patient_id="PA")])).status_code == 200
+    async with make_client("hospb", scope="user/*.rs", **DOCTOR) as b:
+        assert _hidden(await _reads(b, region))
+        r = await b.get(f"{DICOMWEB}/studies/{study}/instances")
+        assert r.json() == []
