@@ -23,6 +23,7 @@ from consent.portal.routes import portal_router
 from consent.portal.security import PortalConfig
 from hie import errors, health
 from hie.audit.log import AuditLog
+from hie.audit.writes import write_hook as audit_write_hook
 from hie.auth.dependencies import require_role
 from hie.auth.router import router as auth_router
 from hie.auth.router import smart_router
@@ -30,6 +31,7 @@ from hie.auth.tokens import TokenService
 from hie.config import Settings, get_settings
 from hie.dicomweb.labels import relabel_hook
 from hie.dicomweb.router import router as dicomweb_router
+from hie.dicomweb.studies import StudyWriter
 from hie.fhir.access import AccessAuditMiddleware
 from hie.fhir.router import router as fhir_router
 from hie.fhir.writes import WriteHook
@@ -80,9 +82,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.usage_meter = UsageMeter(store)
         await app.state.usage_meter.start()
         app.state.consent = consent_client(settings, store, tokens=app.state.tokens)
+        app.state.study_writer = StudyWriter(
+            store, lambda: [*app.state.write_hooks, audit_write_hook()])
+        app.state.study_writer.start()
         try:
             yield
         finally:
+            await app.state.study_writer.close()
             close = getattr(app.state.consent, "aclose", None)
             if close is not None:
                 await close()

@@ -28,6 +28,7 @@ from hie.auth.jwk import new_client_key
 from hie.config import Settings
 from hie.context import RequestContext
 from hie.demo_imaging import seed_study
+from hie.dicomweb.studies import write_pending
 from hie.fhir import writes
 from hie.fhir.search.parse import parse_search
 from hie.fhir.validate import validate_resource
@@ -191,6 +192,7 @@ async def seed(store: Store, settings: Settings, *, hooks: list[writes.WriteHook
                                   "resident_id": rid, "username": username,
                                   "password": password, "hospitals": list(where)})
     await _consents(store, creds["patients"])
+    await write_pending(store, hooks)  # the studies' ImagingStudy resources
     return creds
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from hie.audit.chain import append_in_tx
 from hie.audit.model import AuditRecord, from_context
+from hie.dicomweb.records import DICOM_TYPES, PATIENT_PARAM
 from hie.store.base import Transaction, WriteRecord
 from schemas.search_parameters import PATIENT_COMPARTMENT
 
@@ -40,7 +41,8 @@ def _patients(record: WriteRecord) -> tuple[str, ...]:
         return (f"Patient/{record.id}",)
     if record.index is None:
         return ()
-    params = PATIENT_COMPARTMENT.get(record.resource_type, ())
+    params = PATIENT_COMPARTMENT.get(record.resource_type) \
+        or ((PATIENT_PARAM,) if record.resource_type in DICOM_TYPES else ())
     refs = {f"Patient/{target_id}" for param, target_type, target_id in record.index.reference
             if param in params and target_type == "Patient"}
     return tuple(sorted(refs))

@@ -62,9 +62,11 @@ async def relabel(tx: Transaction, *, source: str, study_uid: str,
             if current is None or current.deleted:
                 continue
             patient_ref, dataset = records.unpack(current)
+            pending = records.is_pending(current)
             puts.append(WriteRecord(
                 rtype, current.id, current.version + 1, stamp,
-                records.body(patient_ref, dataset, labels), source=source,
-                index=records.index(dataset, patient_ref.split("/", 1)[1], labels)))
+                records.body(patient_ref, dataset, labels, pending=pending), source=source,
+                index=records.index(dataset, patient_ref.split("/", 1)[1], labels,
+                                    pending=pending)))
     await tx.put_many(puts)
     return len(puts)

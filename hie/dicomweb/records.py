@@ -95,15 +95,33 @@ def record_id(source: str, *uids: str) -> str:
 Label = tuple[str, str]  # (system, code) of a sensitivity label
 
 
-def body(patient: str, dataset: dict[str, Any], labels: Iterable[Label] = ()) -> bytes:
-    """A record's stored body: its patient, its dataset and the sensitivity
-    labels of its study (kept in the body too, so that a relabelling can tell
-    which records are behind)."""
+#: Index token of a study record whose ImagingStudy is due (hie.dicomweb.studies).
+PENDING_PARAM = "_imaging"
+PENDING = "pending"
+
+
+def body(patient: str, dataset: dict[str, Any], labels: Iterable[Label] = (), *,
+         pending: bool = False) -> bytes:
+    """A record's stored body: its patient, its dataset, the sensitivity labels
+    of its study (kept in the body too, so that a relabelling can tell which
+    records are behind) and, on a study record, whether its ImagingStudy is due."""
     doc: dict[str, Any] = {"patient": patient, "dataset": dataset}
     labels = sorted(set(labels))
     if labels:
         doc["labels"] = [list(label) for label in labels]
+    if pending:
+        doc["pending"] = True
     return orjson.dumps(doc)
+
+
+def is_pending(rec: StoredResource) -> bool:
+    """Whether a study record's ImagingStudy is due."""
+    return bool(rec.body) and not rec.deleted and bool(orjson.loads(rec.body).get("pending"))
+
+
+def study_lock(org_source: str, study_uid: str) -> str:
+    """The store lock that serialises the writes of one hospital's study."""
+    return f"dicom-study:{org_source}:{study_uid}"
 
 
 def labels_of(rec: StoredResource) -> list[Label]:
@@ -154,11 +172,13 @@ def _date_range(value: str) -> tuple[str, str] | None:
     return day + "T00:00:00.000000", day + "T23:59:59.999999"
 
 
-def index(dataset: dict[str, Any], patient_id: str, labels: Iterable[Label] = ()
-          ) -> IndexEntries:
+def index(dataset: dict[str, Any], patient_id: str, labels: Iterable[Label] = (), *,
+          pending: bool = False) -> IndexEntries:
     """The QIDO index entries of one record (and its labels as ``_security``)."""
     out = IndexEntries()
     out.token += [("_security", system, code) for system, code in sorted(set(labels))]
+    if pending:
+        out.token.append((PENDING_PARAM, "", PENDING))
     for tag in TOKEN_TAGS:
         out.token += [(tag, "", v) for v in _strings(dataset, tag)]
     for tag in STRING_TAGS:

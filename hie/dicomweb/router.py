@@ -89,8 +89,11 @@ async def _stow(request: Request, note: Access, hooks: Sequence[WriteHook],
     except bodies.BadBody as e:
         return problem(400, str(e))
     incoming = [p for p in parsed if isinstance(p, stow.Incoming)]
-    await stow.store_instances(note.store, note.ctx, incoming, hooks=hooks, study_uid=study,
-                               patient_id_system=note.settings.dicom_patient_id_system)
+    wrote = await stow.store_instances(
+        note.store, note.ctx, incoming, hooks=hooks, study_uid=study,
+        patient_id_system=note.settings.dicom_patient_id_system)
+    if wrote:  # the studies' ImagingStudy resources are due
+        request.app.state.study_writer.notify()
     outcomes = [p.outcome if isinstance(p, stow.Incoming) else p for p in parsed]
     note_usage(request, resources_written=sum(1 for o in outcomes if o.failure is None))
     status, doc = bodies.response(outcomes, base=_base(note))

@@ -1,10 +1,11 @@
 """STOW-RS: storing instances' metadata (pixel data is dropped after extraction).
 
 Instances are stored per study, each study in one store transaction that
-serialises on the study (``tx.lock``): the instance, series and study records,
-and the study's FHIR ``ImagingStudy`` (merged with what the hospital sent
-before, written through the FHIR write engine so that it gets its Provenance,
-audit record and search indexes). Every study is linked to the hospital's
+serialises on the study (``tx.lock``): the instance, series and study records
+(counts kept up to date), their audit record, and a mark on the study record
+that its FHIR ``ImagingStudy`` is due, which :mod:`hie.dicomweb.studies` writes
+within a second (one version for however many requests brought instances
+meanwhile). Every study is linked to the hospital's
 ``Patient`` with the DICOM ``PatientID`` as identifier (created from the DICOM
 demographics when the hospital has not registered it yet), so the master
 patient index and the consent gate apply to it like to any other record.
@@ -20,10 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from hie.context import RequestContext
-from hie.dicomweb import records
+from hie.dicomweb import records, studies
 from hie.dicomweb.records import (
     INSTANCE_TYPE,
     MODALITIES_IN_STUDY,
@@ -35,9 +34,8 @@ from hie.dicomweb.records import (
     STUDY_TYPE,
 )
 from hie.fhir import writes
-from hie.store.base import Store, Transaction, WriteRecord
+from hie.store.base import Store, StoredResource, Transaction, WriteRecord
 from hie.store.query import AnyOf, Restriction, SearchQuery, TokenMatch
-from imaging.fhirmap import imaging_study
 from imaging.levels import level_view
 from imaging.parse import Instance
 
@@ -72,9 +70,11 @@ class Incoming:
 
 async def store_instances(store: Store, ctx: RequestContext, incoming: Sequence[Incoming], *,
                           patient_id_system: str, hooks: Sequence[writes.WriteHook],
-                          study_uid: str | None = None) -> None:
-    """Store every instance that can be stored; record each one's outcome."""
-    studies: dict[str, list[Incoming]] = {}
+                          study_uid: str | None = None) -> bool:
+    """Store every instance that can be stored; record each one's outcome.
+    Returns whether anything was written (a study's ImagingStudy is then due)."""
+    changed = False
+    groups: dict[str, list[Incoming]] = {}
     for item in incoming:
         out = item.outcome
         if study_uid is not None and out.study_uid != study_uid:
@@ -86,8 +86,8 @@ async def store_instances(store: Store, ctx: RequestContext, incoming: Sequence[
                 "PatientID is empty: every study is linked to the hospital's patient"
             continue
         item.dataset[records.AVAILABILITY] = availability(item.dataset)
-        studies.setdefault(out.study_uid or "", []).append(item)
-    for uid, group in studies.items():
+        groups.setdefault(out.study_uid or "", []).append(item)
+    for uid, group in groups.items():
         first = group[0].dataset
         mrn = _text(first, records.PATIENT_ID)
         for item in group[1:]:
@@ -97,8 +97,10 @@ async def store_instances(store: Store, ctx: RequestContext, incoming: Sequence[
         group = [i for i in group if i.outcome.failure is None]
         system = _issuer(first) or patient_id_system
         patient = await _patient(store, ctx, first, system, mrn, hooks)
-        await store.transact(lambda tx, uid=uid, group=group, patient=patient:
-                             _store_study(tx, ctx, uid, group, patient, hooks))
+        wrote = await store.transact(lambda tx, uid=uid, group=group, patient=patient:
+                                     _store_study(tx, ctx, uid, group, patient, hooks))
+        changed = changed or wrote
+    return changed
 
 
 async def _patient(store: Store, ctx: RequestContext, dataset: dict[str, Any], system: str,
@@ -117,55 +119,59 @@ async def _patient(store: Store, ctx: RequestContext, dataset: dict[str, Any], s
 
 
 async def _store_study(tx: Transaction, ctx: RequestContext, uid: str, group: list[Incoming],
-                       patient: str, hooks: Sequence[writes.WriteHook]) -> None:
+                       patient: str, hooks: Sequence[writes.WriteHook]) -> bool:
+    """Write one study's new instances and its series and study records (counts
+    kept up to date); mark the study for its ImagingStudy (hie.dicomweb.studies).
+    Returns whether anything was written."""
     source = records.dicom_source(ctx.source)
-    await tx.lock(f"dicom-study:{ctx.source}:{uid}")
+    await tx.lock(records.study_lock(ctx.source, uid))
     stamp = writes.stamp_now()
     patient_ref = f"Patient/{patient}"
-    changed: list[tuple[Incoming, str]] = []
+    changed: list[tuple[Incoming, str, bool]] = []  # item, record id, whether new
     for item in group:
         out = item.outcome
         rid = records.record_id(source, uid, out.series_uid or "", out.sop_uid or "")
         current = await tx.read(INSTANCE_TYPE, rid)
         if current is not None and records.same(current, patient_ref, item.dataset):
             continue  # the same instance again: nothing to write
-        changed.append((item, rid))
+        changed.append((item, rid, current is None or current.deleted))
     if not changed:
-        return
-    study = await _merged_study(tx, ctx, uid, [i for i, _ in changed], patient_ref)
-    entry = writes.WriteEntry("PUT", "ImagingStudy", resource=study,
-                              condition=[("identifier", f"{UID_SYSTEM}|urn:oid:{uid}")])
-    # the hooks run first: they relabel the study's stored DICOM records when the
-    # ImagingStudy's labels changed (hie.dicomweb.labels)
-    [written] = await writes.execute_in(tx, ctx, [entry], stamp=stamp, hooks=hooks)
+        return False
+    study_rid = records.record_id(source, uid)
+    study_rec = await tx.read(STUDY_TYPE, study_rid)
     # the study's sensitivity labels go with its DICOM records, so a hidden
-    # category hides them on DICOMweb as on FHIR
-    labels = _labels(written.body)
+    # category hides them on DICOMweb as on FHIR (hie.dicomweb.labels keeps
+    # them in step with the ImagingStudy)
+    labels = records.labels_of(study_rec) if study_rec is not None \
+        else await studies.labels_of_study(tx, ctx.source, uid)
     new = _Records(tx, source, stamp, patient, patient_ref, labels)
     latest: dict[str, dict[str, Any]] = {}  # series uid -> its newest instance's dataset
-    for item, rid in changed:
+    added: dict[str, int] = {}  # series uid -> instances new to it
+    for item, rid, is_new in changed:
+        sid = item.outcome.series_uid or ""
         await new.add(INSTANCE_TYPE, rid, item.dataset)
-        latest[item.outcome.series_uid or ""] = item.dataset
+        latest[sid] = item.dataset
+        added[sid] = added.get(sid, 0) + (1 if is_new else 0)
+    new_series = 0
+    for sid, dataset in latest.items():
+        series_rid = records.record_id(source, uid, sid)
+        before = await tx.read(SERIES_TYPE, series_rid)
+        count = _count(before, SERIES_INSTANCE_COUNT) + added[sid]
+        new_series += before is None or before.deleted
+        series_set = level_view(dataset, "series")
+        series_set[records.AVAILABILITY] = dataset[records.AVAILABILITY]
+        series_set[SERIES_INSTANCE_COUNT] = {"vr": "IS", "Value": [count]}
+        await new.add(SERIES_TYPE, series_rid, series_set, current=before)
     newest = changed[-1][0].dataset
     study_set = level_view(newest, "study")
     study_set[records.AVAILABILITY] = newest[records.AVAILABILITY]
-    study_set.update(_computed_study(study))
-    await new.add(STUDY_TYPE, records.record_id(source, uid), study_set)
-    series_counts = {s["uid"]: s.get("numberOfInstances", 0) for s in study.get("series", [])}
-    for series_uid, dataset in latest.items():
-        series_set = level_view(dataset, "series")
-        series_set[records.AVAILABILITY] = dataset[records.AVAILABILITY]
-        series_set[SERIES_INSTANCE_COUNT] = {"vr": "IS",
-                                             "Value": [series_counts.get(series_uid, 0)]}
-        await new.add(SERIES_TYPE, records.record_id(source, uid, series_uid), series_set)
+    study_set.update(_study_counts(study_rec, [i.dataset for i, _, _ in changed],
+                                   series=new_series, instances=sum(added.values())))
+    await new.add(STUDY_TYPE, study_rid, study_set, current=study_rec, pending=True)
     await tx.put_many(new.puts)
-
-
-def _labels(body: bytes | None) -> list[records.Label]:
-    if not body:
-        return []
-    security = (orjson.loads(body).get("meta") or {}).get("security") or []
-    return [(s.get("system", ""), s["code"]) for s in security if s.get("code")]
+    for hook in hooks:  # the audit record of the write (and any other hook)
+        await hook(tx, ctx, [new.puts[-1]])
+    return True
 
 
 @dataclass(slots=True)
@@ -180,85 +186,41 @@ class _Records:
     labels: list[records.Label]
     puts: list[WriteRecord] = field(default_factory=list)
 
-    async def add(self, rtype: str, rid: str, dataset: dict[str, Any]) -> None:
-        current = await self.tx.read(rtype, rid)
+    async def add(self, rtype: str, rid: str, dataset: dict[str, Any], *,
+                  current: StoredResource | None = None, pending: bool = False) -> None:
+        current = current or await self.tx.read(rtype, rid)
         self.puts.append(WriteRecord(
             rtype, rid, current.version + 1 if current else 1, self.stamp,
-            records.body(self.patient_ref, dataset, self.labels), source=self.source,
-            index=records.index(dataset, self.patient, self.labels)))
+            records.body(self.patient_ref, dataset, self.labels, pending=pending),
+            source=self.source,
+            index=records.index(dataset, self.patient, self.labels, pending=pending)))
 
 
-async def _merged_study(tx: Transaction, ctx: RequestContext, uid: str,
-                        changed: list[Incoming], patient_ref: str) -> dict[str, Any]:
-    """The study's ImagingStudy: what the hospital sent before with these
-    instances added (or replaced)."""
-    by_series: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
-    for item in changed:
-        sid = item.outcome.series_uid or ""
-        if sid not in by_series:
-            by_series[sid] = (level_view(item.dataset, "series"), [])
-        by_series[sid][1].append(level_view(item.dataset, "instance"))
-    endpoint = _source_base(changed[-1].dataset)
-    fresh = imaging_study(level_view(changed[-1].dataset, "study"), list(by_series.values()),
-                          subject=patient_ref, endpoint=endpoint)
-    query = SearchQuery("ImagingStudy", where=(AnyOf((TokenMatch(
-        "identifier", f"urn:oid:{uid}", UID_SYSTEM),)),),
-        restriction=Restriction(sources=frozenset({ctx.source})))
-    keys = await tx.search_keys(query, 1)
-    if not keys:
-        return fresh
-    current = await tx.read(*keys[0])
-    if current is None or current.deleted:
-        return fresh
-    return merge_studies(orjson.loads(current.body), fresh)
+def _count(rec: StoredResource | None, tag: str) -> int:
+    if rec is None or rec.deleted:
+        return 0
+    values = (records.unpack(rec)[1].get(tag) or {}).get("Value") or [0]
+    return int(values[0])
 
 
-def merge_studies(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """``new`` (built from the instances just received) merged into ``old``:
-    series and instances matched by UID, the newest copy winning; counts and
-    modalities recomputed."""
-    series: dict[str, dict[str, Any]] = {s["uid"]: s for s in old.get("series", [])}
-    for s in new.get("series", []):
-        before = series.get(s["uid"])
-        if before is None:
-            series[s["uid"]] = s
-            continue
-        instances = {i["uid"]: i for i in before.get("instance", [])}
-        instances.update({i["uid"]: i for i in s.get("instance", [])})
-        series[s["uid"]] = {**before, **s, "instance": list(instances.values()),
-                            "numberOfInstances": len(instances)}
-    out = {k: v for k, v in new.items() if k not in ("id", "meta")}
-    security = (old.get("meta") or {}).get("security")
-    if security:  # labels the hospital set on the study stay
-        out["meta"] = {"security": security}
-    out["series"] = list(series.values())
-    out["numberOfSeries"] = len(series)
-    out["numberOfInstances"] = sum(len(s.get("instance", [])) for s in series.values())
-    modalities: dict[tuple[str, str], dict[str, Any]] = {}
-    for s in series.values():
-        m = s.get("modality")
-        if m:
-            modalities[(m.get("system", ""), m.get("code", ""))] = m
-    if modalities:
-        out["modality"] = list(modalities.values())
-    for key in ("contained", "endpoint"):
-        if key not in out and key in old:
-            out[key] = old[key]
-    return out
-
-
-def _computed_study(study: dict[str, Any]) -> dict[str, Any]:
-    series = study.get("series", [])
-    modalities = sorted({s["modality"]["code"] for s in series if s.get("modality")})
-    classes = sorted({i["sopClass"]["code"].removeprefix("urn:oid:")
-                      for s in series for i in s.get("instance", []) if i.get("sopClass")})
+def _study_counts(before: StoredResource | None, datasets: list[dict[str, Any]], *,
+                  series: int, instances: int) -> dict[str, Any]:
+    """The study's computed attributes: what they were plus these instances."""
+    old = records.unpack(before)[1] if before is not None and not before.deleted else {}
+    modalities = {str(v) for v in (old.get(MODALITIES_IN_STUDY) or {}).get("Value") or []}
+    classes = {str(v) for v in (old.get(SOP_CLASSES_IN_STUDY) or {}).get("Value") or []}
+    for ds in datasets:
+        modalities.update(str(v) for v in (ds.get(records.MODALITY) or {}).get("Value") or [])
+        classes.update(str(v) for v in (ds.get(records.SOP_CLASS) or {}).get("Value") or [])
     out: dict[str, Any] = {
-        STUDY_SERIES_COUNT: {"vr": "IS", "Value": [len(series)]},
-        STUDY_INSTANCE_COUNT: {"vr": "IS", "Value": [study.get("numberOfInstances", 0)]},
+        STUDY_SERIES_COUNT: {"vr": "IS", "Value": [_count(before, STUDY_SERIES_COUNT) + series]},
+        STUDY_INSTANCE_COUNT: {"vr": "IS", "Value": [
+            _count(before, STUDY_INSTANCE_COUNT) + instances]},
+        MODALITIES_IN_STUDY: {"vr": "CS", "Value": sorted(modalities)} if modalities
+        else {"vr": "CS"},
     }
-    out[MODALITIES_IN_STUDY] = {"vr": "CS", "Value": modalities} if modalities else {"vr": "CS"}
     if classes:
-        out[SOP_CLASSES_IN_STUDY] = {"vr": "UI", "Value": classes}
+        out[SOP_CLASSES_IN_STUDY] = {"vr": "UI", "Value": sorted(classes)}
     return out
 
 
@@ -267,7 +229,7 @@ def availability(dataset: dict[str, Any]) -> dict[str, Any]:
     pixels are ONLINE at the source PACS when the instance names where
     (RetrieveURL there), and UNAVAILABLE when nobody told us (a Part 10 upload:
     the exchange drops the pixel data and keeps no copy)."""
-    online = _source_base(dataset) is not None
+    online = studies.source_base(dataset) is not None
     return {"vr": "CS", "Value": ["ONLINE" if online else "UNAVAILABLE"]}
 
 
@@ -280,13 +242,6 @@ def _issuer(dataset: dict[str, Any]) -> str | None:
     """IssuerOfPatientID when it names a URI system."""
     issuer = _text(dataset, "00100021")
     return issuer if issuer.startswith(("urn:", "http://", "https://")) else None
-
-
-def _source_base(dataset: dict[str, Any]) -> str | None:
-    """The source PACS's WADO-RS base, from the instance's RetrieveURL there."""
-    url = _text(dataset, records.RETRIEVE_URL)
-    base, sep, _ = url.partition("/studies/")
-    return base if sep and base.startswith(("http://", "https://")) else None
 
 
 def patient_resource(dataset: dict[str, Any], system: str, mrn: str) -> dict[str, Any]:

@@ -52,6 +52,7 @@ async def region(app: FastAPI, make_client: Make) -> dict:
         ds = instance(study=study, series=series, patient_id="PA")
         ds.OtherPatientIDs = RESIDENT
         assert (await stow(a, [ds])).status_code == 200
+    await app.state.study_writer.flush()
     person = await person_id_of(app.state.store, (await _pid(app, "PA")))
     assert person
     return {"study": study, "series": series, "sop": ds.SOPInstanceUID, "person": person,
@@ -184,6 +185,7 @@ async def test_a_study_labelled_sensitive_stays_hidden_unless_its_category_is_op
             "subject": {"reference": "Patient/" + await _pid(app, "PA")}})
         assert r.status_code == 201, r.text
         assert (await stow(a, [instance(study=study, patient_id="PA")])).status_code == 200
+        await app.state.study_writer.flush()
         [img] = (await a.get("/fhir/ImagingStudy", params={
             "identifier": f"urn:dicom:uid|urn:oid:{study}"})).json()["entry"]
         assert img["resource"]["meta"]["security"][0]["code"] == "PSY"

@@ -5,12 +5,15 @@ from __future__ import annotations
 import httpx
 import orjson
 from dicomkit import DICOMWEB, MRN_SYSTEM, instance, multipart, part10, stow, uids, value
+from fastapi import FastAPI
 from pydicom.uid import generate_uid
 
 from hie.dicomweb.records import DICOM_TYPES
 
 
-async def _imaging_studies(client: httpx.AsyncClient, study: str) -> list[dict]:
+async def _imaging_studies(app: FastAPI, client: httpx.AsyncClient, study: str) -> list[dict]:
+    """The hospital's ImagingStudy of ``study``, once the study writer has run."""
+    await app.state.study_writer.flush()
     r = await client.get("/fhir/ImagingStudy",
                          params={"identifier": f"urn:dicom:uid|urn:oid:{study}"})
     assert r.status_code == 200, r.text
@@ -18,7 +21,7 @@ async def _imaging_studies(client: httpx.AsyncClient, study: str) -> list[dict]:
 
 
 async def test_stored_instances_are_referenced_and_make_one_imaging_study(
-        client: httpx.AsyncClient) -> None:
+        app: FastAPI, client: httpx.AsyncClient) -> None:
     study, series = generate_uid(), generate_uid()
     sent = [instance(study=study, series=series, number=n) for n in (1, 2, 3)]
     r = await stow(client, sent)
@@ -28,7 +31,7 @@ async def test_stored_instances_are_referenced_and_make_one_imaging_study(
     assert uids(doc["00081199"]["Value"]) == {ds.SOPInstanceUID for ds in sent}
     assert "00081198" not in doc
     assert value(doc, "00081190") == f"http://testserver/dicomweb/studies/{study}"
-    [img] = await _imaging_studies(client, study)
+    [img] = await _imaging_studies(app, client, study)
     assert img["numberOfSeries"] == 1 and img["numberOfInstances"] == 3
     assert {i["uid"] for i in img["series"][0]["instance"]} == {ds.SOPInstanceUID for ds in sent}
     assert img["modality"][0]["code"] == "CT"
@@ -50,17 +53,17 @@ async def test_pixel_data_is_not_kept(client: httpx.AsyncClient) -> None:
 
 
 async def test_a_second_copy_changes_nothing_and_later_instances_are_merged(
-        client: httpx.AsyncClient) -> None:
+        app: FastAPI, client: httpx.AsyncClient) -> None:
     study, series = generate_uid(), generate_uid()
     first = [instance(study=study, series=series, number=n) for n in (1, 2)]
     assert (await stow(client, first)).status_code == 200
-    [img] = await _imaging_studies(client, study)
+    [img] = await _imaging_studies(app, client, study)
     assert (await stow(client, first)).status_code == 200
-    [again] = await _imaging_studies(client, study)
+    [again] = await _imaging_studies(app, client, study)
     assert again["meta"]["versionId"] == img["meta"]["versionId"]
     other = instance(study=study, modality="MR", number=1)
     assert (await stow(client, [other])).status_code == 200
-    [merged] = await _imaging_studies(client, study)
+    [merged] = await _imaging_studies(app, client, study)
     assert merged["numberOfSeries"] == 2 and merged["numberOfInstances"] == 3
     assert {m["code"] for m in merged["modality"]} == {"CT", "MR"}
     studies = (await client.get(f"{DICOMWEB}/studies", params={"StudyInstanceUID": study})).json()
@@ -69,7 +72,7 @@ async def test_a_second_copy_changes_nothing_and_later_instances_are_merged(
 
 
 async def test_metadata_only_json_keeps_the_source_retrieve_location(
-        client: httpx.AsyncClient) -> None:
+        app: FastAPI, client: httpx.AsyncClient) -> None:
     study, series, sop = generate_uid(), generate_uid(), generate_uid()
     ds = instance(study=study, series=series, sop=sop, pixels=False)
     source = f"https://pacs.hosp-a.example/dicom-web/studies/{study}/series/{series}" \
@@ -86,7 +89,7 @@ async def test_metadata_only_json_keeps_the_source_retrieve_location(
     assert value(meta, "00080056") == "ONLINE"  # at the source PACS
     [found] = (await client.get(f"{DICOMWEB}/studies", params={"StudyInstanceUID": study})).json()
     assert value(found, "00080056") == "ONLINE"
-    [img] = await _imaging_studies(client, study)
+    [img] = await _imaging_studies(app, client, study)
     [endpoint] = img["contained"]
     assert endpoint["resourceType"] == "Endpoint"
     assert endpoint["address"] == "https://pacs.hosp-a.example/dicom-web"
@@ -94,7 +97,7 @@ async def test_metadata_only_json_keeps_the_source_retrieve_location(
 
 
 async def test_refused_instances_are_named_with_a_reason_and_leave_nothing(
-        client: httpx.AsyncClient) -> None:
+        app: FastAPI, client: httpx.AsyncClient) -> None:
     study = generate_uid()
     good = instance(study=study)
     no_patient = instance(study=generate_uid(), patient_id="")
@@ -116,7 +119,7 @@ async def test_refused_instances_are_named_with_a_reason_and_leave_nothing(
         found = (await client.get(f"{DICOMWEB}/studies",
                                   params={"StudyInstanceUID": ds.StudyInstanceUID})).json()
         assert found == []
-        assert await _imaging_studies(client, ds.StudyInstanceUID) == []
+        assert await _imaging_studies(app, client, ds.StudyInstanceUID) == []
 
 
 async def test_hostile_uids_and_bodies_are_refused(client: httpx.AsyncClient) -> None:

@@ -43,6 +43,13 @@ STORESCU = "storescu"
 NODELAY_ENV = {"TCP_NODELAY": "1"}
 
 
+def available() -> bool:
+    """Whether Orthanc, its DICOMweb plugin and ``storescu`` are installed (the
+    benchmark checks; the tests need them, and the test set-up installs them)."""
+    return (Path(ORTHANC).exists() and Path(DICOMWEB_PLUGIN).exists()
+            and shutil.which(STORESCU) is not None)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -1,0 +1,223 @@
+"""The FHIR face of stored studies: each hospital's study as an ``ImagingStudy``.
+
+STOW-RS writes the DICOM records (what QIDO-RS and WADO-RS answer from) and
+marks the study record *pending*; :class:`StudyWriter`, a task of the exchange
+process, then writes the study's ``ImagingStudy`` from the study's records —
+within about a second, one version for however many requests brought
+instances meanwhile, so a study sent one instance per request does not make a
+version per instance, each with every instance so far. The mark is in the
+store, so a study marked before a crash is written at the next start; with
+several workers the study's lock serialises them and the mark, read again
+under it, makes the later one a no-op.
+
+The ImagingStudy is written through the FHIR write engine as the hospital that
+sent the instances (its Provenance, audit record, search indexes and write
+hooks, among them :func:`hie.dicomweb.labels.relabel_hook`), keeping the
+sensitivity labels the hospital set on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+
+from hie.context import SOURCE_PREFIX, RequestContext
+from hie.dicomweb import records
+from hie.dicomweb.records import (
+    INSTANCE_TYPE,
+    PENDING,
+    PENDING_PARAM,
+    SERIES_TYPE,
+    SERIES_UID,
+    STUDY_TYPE,
+    STUDY_UID,
+)
+from hie.fhir import writes
+from hie.store.base import Store, Transaction, WriteRecord
+from hie.store.query import AnyOf, Restriction, SearchQuery, TokenMatch
+from imaging.fhirmap import imaging_study
+from imaging.levels import level_view
+
+log = logging.getLogger("hie.dicomweb.studies")
+
+UID_SYSTEM = "urn:dicom:uid"
+#: How long the writer waits after a STOW-RS before it writes (more
+#: instances of the same study usually follow).
+DELAY = 0.5
+#: How often it looks for marked studies when nobody tells it (another worker
+#: stored them, or they were marked before a restart).
+POLL = 5.0
+#: Most instances of one study read for its ImagingStudy.
+MAX_INSTANCES = 1_000_000
+
+
+def _identifier(uid: str) -> list[tuple[str, str]]:
+    return [("identifier", f"{UID_SYSTEM}|urn:oid:{uid}")]
+
+
+async def _current_study(tx: Transaction, org_source: str, uid: str) -> dict[str, Any] | None:
+    query = SearchQuery("ImagingStudy", where=(AnyOf((TokenMatch(
+        "identifier", f"urn:oid:{uid}", UID_SYSTEM),)),),
+        restriction=Restriction(sources=frozenset({org_source})))
+    keys = await tx.search_keys(query, 1)
+    if not keys:
+        return None
+    current = await tx.read(*keys[0])
+    return orjson.loads(current.body) if current is not None and not current.deleted else None
+
+
+async def labels_of_study(tx: Transaction, org_source: str, uid: str) -> list[records.Label]:
+    """The labels of the hospital's ImagingStudy of ``uid`` (a hospital may make
+    and label it through FHIR before the images arrive)."""
+    study = await _current_study(tx, org_source, uid)
+    security = ((study or {}).get("meta") or {}).get("security") or []
+    return sorted({(s.get("system", ""), s["code"]) for s in security if s.get("code")})
+
+
+async def write_study(tx: Transaction, rid: str, hooks: Sequence[writes.WriteHook]) -> bool:
+    """Write the ImagingStudy of the study record ``rid`` if it is marked;
+    return whether it was."""
+    rec = await tx.read(STUDY_TYPE, rid)
+    if rec is None or not records.is_pending(rec) or rec.source is None:
+        return False
+    patient_ref, dataset = records.unpack(rec)
+    uid = str((dataset.get(STUDY_UID) or {}).get("Value", [""])[0])
+    org_source = records.org_source(rec.source) or ""
+    await tx.lock(records.study_lock(org_source, uid))
+    rec = await tx.read(STUDY_TYPE, rid)  # again, under the lock
+    if rec is None or not records.is_pending(rec):
+        return False
+    own = Restriction(sources=frozenset({rec.source}))
+    series: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+    for key in await tx.search_keys(SearchQuery(SERIES_TYPE, where=(AnyOf((TokenMatch(
+            STUDY_UID, uid),)),), restriction=own), MAX_INSTANCES):
+        found = await tx.read(*key)
+        if found is not None and not found.deleted:
+            ds = records.unpack(found)[1]
+            series[_first(ds, SERIES_UID)] = (level_view(ds, "series"), [])
+    endpoint = None
+    for key in await tx.search_keys(SearchQuery(INSTANCE_TYPE, where=(AnyOf((TokenMatch(
+            STUDY_UID, uid),)),), restriction=own), MAX_INSTANCES):
+        found = await tx.read(*key)
+        if found is None or found.deleted:
+            continue
+        ds = records.unpack(found)[1]
+        sid = _first(ds, SERIES_UID)
+        if sid not in series:
+            series[sid] = (level_view(ds, "series"), [])
+        series[sid][1].append(level_view(ds, "instance"))
+        endpoint = endpoint or source_base(ds)
+    for _, instances in series.values():
+        instances.sort(key=lambda d: (_number(d), _first(d, records.SOP_UID)))
+    study = imaging_study(level_view(dataset, "study"), list(series.values()),
+                          subject=patient_ref, endpoint=endpoint)
+    before = await _current_study(tx, org_source, uid)
+    security = ((before or {}).get("meta") or {}).get("security")
+    if security:  # labels the hospital set on the study stay
+        study["meta"] = {"security": security}
+    ctx = RequestContext(organization=org_source.removeprefix(SOURCE_PREFIX))
+    stamp = writes.stamp_now()
+    await writes.execute_in(tx, ctx, [writes.WriteEntry(
+        "PUT", "ImagingStudy", resource=study, condition=_identifier(uid))],
+        stamp=stamp, hooks=hooks)
+    # the mark goes (the relabel hook may have written the record meanwhile)
+    rec = await tx.read(STUDY_TYPE, rid)
+    assert rec is not None
+    patient_ref, dataset = records.unpack(rec)
+    labels = records.labels_of(rec)
+    patient = patient_ref.split("/", 1)[1]
+    await tx.put(WriteRecord(STUDY_TYPE, rec.id, rec.version + 1, stamp,
+                             records.body(patient_ref, dataset, labels), source=rec.source,
+                             index=records.index(dataset, patient, labels)))
+    return True
+
+
+async def write_pending(store: Store, hooks: Sequence[writes.WriteHook], *,
+                        limit: int = 100) -> int:
+    """Write the ImagingStudy of every marked study; return how many."""
+    done = 0
+    while True:
+        page = await store.search(SearchQuery(STUDY_TYPE, where=(AnyOf((TokenMatch(
+            PENDING_PARAM, PENDING, ""),)),)), limit=limit)
+        if not page.resources:
+            return done
+        wrote = 0
+        for rec in page.resources:
+            if await store.transact(lambda tx, rid=rec.id: write_study(tx, rid, hooks)):
+                wrote += 1
+        done += wrote
+        if wrote == 0:  # nothing could be done (marked again meanwhile): next round
+            return done
+
+
+class StudyWriter:
+    """The task that writes the ImagingStudy of marked studies."""
+
+    def __init__(self, store: Store, hooks: Callable[[], Sequence[writes.WriteHook]], *,
+                 delay: float = DELAY, poll: float = POLL) -> None:
+        self.store = store
+        self.hooks = hooks
+        self.delay = delay
+        self.poll = poll
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="imaging-study-writer")
+
+    def notify(self) -> None:
+        """A study was marked: write it soon."""
+        self._wake.set()
+
+    async def flush(self) -> int:
+        """Write every marked study now; return how many."""
+        async with self._lock:
+            return await write_pending(self.store, self.hooks())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(Exception):
+            await self.flush()  # what is marked now, before the store closes
+
+    async def _run(self) -> None:
+        first = True  # at start: what was marked before a restart
+        while True:
+            if not first:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll)
+                self._wake.clear()
+                await asyncio.sleep(self.delay)
+            first = False
+            try:
+                await self.flush()
+            except Exception:  # noqa: BLE001 — kept marked; the next round tries again
+                log.exception("writing marked ImagingStudy resources failed")
+
+
+def _first(dataset: dict[str, Any], tag: str) -> str:
+    values = (dataset.get(tag) or {}).get("Value") or [""]
+    return str(values[0])
+
+
+def _number(dataset: dict[str, Any]) -> int:
+    values = (dataset.get("00200013") or {}).get("Value") or [0]
+    try:
+        return int(values[0])
+    except (TypeError, ValueError):
+        return 0
+
+
+def source_base(dataset: dict[str, Any]) -> str | None:
+    """The source PACS's WADO-RS base, from an instance's RetrieveURL there."""
+    url = _first(dataset, records.RETRIEVE_URL)
+    base, sep, _ = url.partition("/studies/")
+    return base if sep and base.startswith(("http://", "https://")) else None
