@@ -1,7 +1,10 @@
 """CPU per instance of reading DICOM: ``imaging.parse.read_instance`` (Part 10 bytes) and
 ``imaging.jsonmodel.to_dicom_json`` (with an instance URL, as the SCP and STOW-RS do), in
 one process, no I/O. The exchange's STOW-RS and the DICOM adapter's C-STORE SCP pay both
-for every instance they receive.
+for every instance they receive. Then the metadata-only path: the DICOM JSON the adapter
+sends of the same files (``to_dicom_json`` with an instance URL, through JSON text), read
+by ``imaging.parse.instance_from_json`` and written back by ``to_dicom_json`` as the
+exchange's STOW-RS does for ``application/dicom+json`` (and the DICOMweb poller).
 
 Corpora: synthetic instances of ``benchmarks/datagen/dicom.py`` (made once into
 ``benchmarks/out/imaging-parse/``), pydicom's CT_small.dcm and MR_small.dcm, and every
@@ -26,6 +29,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "out" / "imaging-parse"
@@ -51,24 +55,36 @@ def corpora(instances: int, seed: int) -> dict[str, list[str]]:
             "test files": [str(p) for p in readable_test_files()]}
 
 
-def measure(files: list[str], passes: int) -> dict[str, float]:
-    """Mean ms per instance of the best and the median pass, reading bytes in memory."""
+def measure(files: list[str], passes: int) -> dict[str, dict[str, float]]:
+    """Mean ms per instance of the best and the median pass, reading bytes in memory
+    ("part10"), and reading the DICOM JSON the adapter sends of the same files ("json")."""
+    import orjson
+
     from imaging.jsonmodel import to_dicom_json
-    from imaging.parse import read_instance
+    from imaging.parse import instance_from_json, read_instance
 
     blobs = [Path(f).read_bytes() for f in files]
+    # what the exchange's STOW-RS receives from the adapter: JSON text, parsed by orjson
+    docs = [orjson.loads(orjson.dumps(to_dicom_json(read_instance(b), instance_url=URL)))
+            for b in blobs]
+    return {"part10": _passes(blobs, passes, read_instance,
+                              lambda i: to_dicom_json(i, instance_url=URL)),
+            "json": _passes(docs, passes, instance_from_json, to_dicom_json)}
+
+
+def _passes(inputs: list, passes: int, read: Any, write: Any) -> dict[str, float]:
     reads, jsons = [], []
     for _ in range(passes + 1):              # the first pass warms caches up, not counted
-        read = to_json = 0.0
-        for blob in blobs:
+        read_time = to_json = 0.0
+        for item in inputs:
             start = time.perf_counter()
-            instance = read_instance(blob)
+            instance = read(item)
             middle = time.perf_counter()
-            to_dicom_json(instance, instance_url=URL)
-            read += middle - start
+            write(instance)
+            read_time += middle - start
             to_json += time.perf_counter() - middle
-        reads.append(read * 1000 / len(blobs))
-        jsons.append(to_json * 1000 / len(blobs))
+        reads.append(read_time * 1000 / len(inputs))
+        jsons.append(to_json * 1000 / len(inputs))
     reads, jsons = reads[1:], jsons[1:]
     totals = [r + j for r, j in zip(reads, jsons, strict=True)]
     best = totals.index(min(totals))
@@ -127,17 +143,22 @@ def main() -> None:
         for _ in range(args.rounds if args.baseline else 1):
             for name, tree in trees.items():
                 results[name].append(run_worker(tree, spec, args.passes))
-    print(f"ms of CPU per instance: read_instance + to_dicom_json, best of {args.passes} "
-          f"passes per process{f', {args.rounds} alternating rounds' if args.baseline else ''}")
-    print(f"{'corpus':<12} {'instances':>9}  " + "  ".join(f"{n:>28}" for n in trees))
-    for corpus, files in sets.items():
-        cells = []
-        for name in trees:
-            runs = [r[corpus] for r in results[name]]
-            best = min(runs, key=lambda r: r["total"])
-            cells.append(f"{best['read']:.3f} + {best['json']:.3f} = {best['total']:.3f}"
-                         f" ({statistics.median(r['median_total'] for r in runs):.3f})")
-        print(f"{corpus:<12} {len(files):>9}  " + "  ".join(f"{c:>28}" for c in cells))
+    rounds = f", {args.rounds} alternating rounds" if args.baseline else ""
+    for path, what in (("part10", "read_instance (Part 10 bytes) + to_dicom_json(instance_url)"),
+                       ("json", "instance_from_json (the adapter's DICOM JSON of the same "
+                                "files) + to_dicom_json")):
+        print(f"ms of CPU per instance: {what}, best of {args.passes} passes per "
+              f"process{rounds}")
+        print(f"{'corpus':<12} {'instances':>9}  " + "  ".join(f"{n:>28}" for n in trees))
+        for corpus, files in sets.items():
+            cells = []
+            for name in trees:
+                runs = [r[corpus][path] for r in results[name]]
+                best = min(runs, key=lambda r: r["total"])
+                cells.append(f"{best['read']:.3f} + {best['json']:.3f} = {best['total']:.3f}"
+                             f" ({statistics.median(r['median_total'] for r in runs):.3f})")
+            print(f"{corpus:<12} {len(files):>9}  " + "  ".join(f"{c:>28}" for c in cells))
+        print()
     print("cells: read + json = total (median over passes and rounds), ms")
 
 

@@ -60,8 +60,12 @@ def to_dicom_json(instance: Instance, *, instance_url: str | None = None) -> dic
 
     handler = bulk_uri if instance_url else None
     known, instance.known_json = instance.known_json, None     # used once, never shared
-    result = dataset_json(instance.dataset, handler, DEFAULT_LIMITS.max_element_bytes,
-                          known=known)
+    if isinstance(known, dict):          # read from plain DICOM JSON: the whole result
+        result = known if not instance.dataset_made else \
+            dataset_json(instance.dataset, handler, DEFAULT_LIMITS.max_element_bytes)
+    else:
+        result = dataset_json(instance.dataset, handler, DEFAULT_LIMITS.max_element_bytes,
+                              known=known)
     for path in instance.bulk_tags:
         uri = instance.bulk_uris.get(path)
         if uri is None and instance_url:

@@ -20,6 +20,7 @@ from pydicom import config
 
 from imaging.errors import DicomError
 from imaging.jsonmodel import to_dicom_json
+from imaging.jsonread import Unsure
 from imaging.parse import (
     DEFAULT_LIMITS,
     Limits,
@@ -28,7 +29,6 @@ from imaging.parse import (
     instance_from_json,
     read_instance,
 )
-from imaging.jsonread import Unsure
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -277,7 +277,7 @@ def test_odd_attributes_read_alike(extra: dict) -> None:
 
 def test_nesting_and_counting_limits_refuse_alike() -> None:
     item: dict = {"0040A160": {"vr": "UT", "Value": ["leaf"]}}
-    for depth in range(12):
+    for _ in range(12):
         item = {"0040A730": {"vr": "SQ", "Value": [item]}}
         same({**_base(), **item})
         same({**_base(), **item}, SMALL)
@@ -347,7 +347,7 @@ def test_randomly_damaged_instances_read_alike(synthetic: list[dict]) -> None:
     assert plain > 200        # most changes leave a plain case: the comparison has teeth
 
 
-def test_a_changed_pydicom_configuration_goes_through_pydicom(synthetic: list[dict]) -> None:
+def test_a_changed_pydicom_configuration_goes_through_pydicom() -> None:
     doc = {**_base(), "00200013": {"vr": "IS", "Value": [1]}}
     old = config.settings.reading_validation_mode
     config.settings.reading_validation_mode = config.RAISE
