@@ -62,7 +62,7 @@ async def relabel(tx: Transaction, *, source: str, study_uid: str,
             if current is None or current.deleted:
                 continue
             patient_ref, dataset = records.unpack(current)
-            pending = records.is_pending(current)
+            pending = records.pending_since(current)
             puts.append(WriteRecord(
                 rtype, current.id, current.version + 1, stamp,
                 records.body(patient_ref, dataset, labels, pending=pending), source=source,

@@ -101,7 +101,7 @@ PENDING = "pending"
 
 
 def body(patient: str, dataset: dict[str, Any], labels: Iterable[Label] = (), *,
-         pending: bool = False) -> bytes:
+         pending: str | None = None) -> bytes:
     """A record's stored body: its patient, its dataset, the sensitivity labels
     of its study (kept in the body too, so that a relabelling can tell which
     records are behind) and, on a study record, whether its ImagingStudy is due."""
@@ -110,13 +110,20 @@ def body(patient: str, dataset: dict[str, Any], labels: Iterable[Label] = (), *,
     if labels:
         doc["labels"] = [list(label) for label in labels]
     if pending:
-        doc["pending"] = True
+        doc["pending"] = pending  # since when (store timestamp)
     return orjson.dumps(doc)
+
+
+def pending_since(rec: StoredResource | None) -> str | None:
+    """Since when a study record's ImagingStudy is due (None: it is not)."""
+    if rec is None or rec.deleted or not rec.body:
+        return None
+    return orjson.loads(rec.body).get("pending") or None
 
 
 def is_pending(rec: StoredResource) -> bool:
     """Whether a study record's ImagingStudy is due."""
-    return bool(rec.body) and not rec.deleted and bool(orjson.loads(rec.body).get("pending"))
+    return pending_since(rec) is not None
 
 
 def study_lock(org_source: str, study_uid: str) -> str:
@@ -173,7 +180,7 @@ def _date_range(value: str) -> tuple[str, str] | None:
 
 
 def index(dataset: dict[str, Any], patient_id: str, labels: Iterable[Label] = (), *,
-          pending: bool = False) -> IndexEntries:
+          pending: str | None = None) -> IndexEntries:
     """The QIDO index entries of one record (and its labels as ``_security``)."""
     out = IndexEntries()
     out.token += [("_security", system, code) for system, code in sorted(set(labels))]

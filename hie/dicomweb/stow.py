@@ -167,7 +167,8 @@ async def _store_study(tx: Transaction, ctx: RequestContext, uid: str, group: li
     study_set[records.AVAILABILITY] = newest[records.AVAILABILITY]
     study_set.update(_study_counts(study_rec, [i.dataset for i, _, _ in changed],
                                    series=new_series, instances=sum(added.values())))
-    await new.add(STUDY_TYPE, study_rid, study_set, current=study_rec, pending=True)
+    await new.add(STUDY_TYPE, study_rid, study_set, current=study_rec,
+                  pending=records.pending_since(study_rec) or stamp)
     await tx.put_many(new.puts)
     for hook in hooks:  # the audit record of the write (and any other hook)
         await hook(tx, ctx, [new.puts[-1]])
@@ -187,7 +188,8 @@ class _Records:
     puts: list[WriteRecord] = field(default_factory=list)
 
     async def add(self, rtype: str, rid: str, dataset: dict[str, Any], *,
-                  current: StoredResource | None = None, pending: bool = False) -> None:
+                  current: StoredResource | None = None, pending: str | None = None
+                  ) -> None:
         current = current or await self.tx.read(rtype, rid)
         self.puts.append(WriteRecord(
             rtype, rid, current.version + 1 if current else 1, self.stamp,

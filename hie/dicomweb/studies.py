@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -46,9 +47,10 @@ from imaging.levels import level_view
 log = logging.getLogger("hie.dicomweb.studies")
 
 UID_SYSTEM = "urn:dicom:uid"
-#: How long the writer waits after a STOW-RS before it writes (more
-#: instances of the same study usually follow).
-DELAY = 0.5
+#: A study is written once it received nothing for this long (s) — more
+#: instances of a study usually follow — or after MAX_WAIT at the latest.
+QUIET = 1.0
+MAX_WAIT = 15.0
 #: How often it looks for marked studies when nobody tells it (another worker
 #: stored them, or they were marked before a restart).
 POLL = 5.0
@@ -138,31 +140,41 @@ async def write_study(tx: Transaction, rid: str, hooks: Sequence[writes.WriteHoo
 
 
 async def write_pending(store: Store, hooks: Sequence[writes.WriteHook], *,
-                        limit: int = 100) -> int:
-    """Write the ImagingStudy of every marked study; return how many."""
-    done = 0
-    while True:
-        page = await store.search(SearchQuery(STUDY_TYPE, where=(AnyOf((TokenMatch(
-            PENDING_PARAM, PENDING, ""),)),)), limit=limit)
-        if not page.resources:
-            return done
-        wrote = 0
-        for rec in page.resources:
-            if await store.transact(lambda tx, rid=rec.id: write_study(tx, rid, hooks)):
-                wrote += 1
-        done += wrote
-        if wrote == 0:  # nothing could be done (marked again meanwhile): next round
-            return done
+                        quiet: float = 0.0, max_wait: float = 0.0,
+                        limit: int = 1000) -> tuple[int, int]:
+    """Write the ImagingStudy of marked studies: of every one (``quiet=0``), or
+    of those that received nothing for ``quiet`` seconds or have waited
+    ``max_wait`` seconds — a study still arriving is written once, when it is
+    done, not after every request. Returns (written, left for later)."""
+    now = datetime.now(UTC)
+    quiet_since = _stamp(now - timedelta(seconds=quiet))
+    waited_since = _stamp(now - timedelta(seconds=max_wait))
+    page = await store.search(SearchQuery(STUDY_TYPE, where=(AnyOf((TokenMatch(
+        PENDING_PARAM, PENDING, ""),)),)), limit=limit)
+    written = later = 0
+    for rec in page.resources:
+        since = records.pending_since(rec) or ""
+        if quiet and rec.last_updated > quiet_since and since > waited_since:
+            later += 1
+            continue
+        if await store.transact(lambda tx, rid=rec.id: write_study(tx, rid, hooks)):
+            written += 1
+    return written, later + (1 if page.next is not None else 0)
+
+
+def _stamp(when: datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%f")
 
 
 class StudyWriter:
     """The task that writes the ImagingStudy of marked studies."""
 
     def __init__(self, store: Store, hooks: Callable[[], Sequence[writes.WriteHook]], *,
-                 delay: float = DELAY, poll: float = POLL) -> None:
+                 quiet: float = QUIET, max_wait: float = MAX_WAIT, poll: float = POLL) -> None:
         self.store = store
         self.hooks = hooks
-        self.delay = delay
+        self.quiet = quiet
+        self.max_wait = max_wait
         self.poll = poll
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -172,13 +184,18 @@ class StudyWriter:
         self._task = asyncio.create_task(self._run(), name="imaging-study-writer")
 
     def notify(self) -> None:
-        """A study was marked: write it soon."""
+        """A study was marked: write it once it is quiet."""
         self._wake.set()
 
     async def flush(self) -> int:
         """Write every marked study now; return how many."""
-        async with self._lock:
-            return await write_pending(self.store, self.hooks())
+        written = 0
+        while True:
+            async with self._lock:
+                done, left = await write_pending(self.store, self.hooks())
+            written += done
+            if not done or not left:
+                return written
 
     async def close(self) -> None:
         if self._task is not None:
@@ -189,18 +206,20 @@ class StudyWriter:
             await self.flush()  # what is marked now, before the store closes
 
     async def _run(self) -> None:
-        first = True  # at start: what was marked before a restart
+        left = 1  # at start: what was marked before a restart
         while True:
-            if not first:
+            if not left:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll)
                 self._wake.clear()
-                await asyncio.sleep(self.delay)
-            first = False
+            await asyncio.sleep(self.quiet)
             try:
-                await self.flush()
+                async with self._lock:
+                    _, left = await write_pending(self.store, self.hooks(), quiet=self.quiet,
+                                                  max_wait=self.max_wait)
             except Exception:  # noqa: BLE001 — kept marked; the next round tries again
                 log.exception("writing marked ImagingStudy resources failed")
+                left = 0
 
 
 def _first(dataset: dict[str, Any], tag: str) -> str:

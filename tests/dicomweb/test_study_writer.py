@@ -17,6 +17,7 @@ from hie.config import Settings
 from hie.context import RequestContext
 from hie.dicomweb import stow as stow_service
 from hie.dicomweb.bodies import read_body
+from hie.dicomweb.studies import write_pending
 from hie.store import open_store
 
 
@@ -28,7 +29,7 @@ async def _study(client: httpx.AsyncClient, uid: str) -> list[dict]:
 
 async def test_many_single_instance_requests_make_one_version(
         app: FastAPI, client: httpx.AsyncClient) -> None:
-    app.state.study_writer.delay = 60  # the test decides when it writes
+    app.state.study_writer.quiet = app.state.study_writer.max_wait = 60  # the test flushes
     uid, series = generate_uid(), generate_uid()
     sent = [instance(study=uid, series=series, number=n) for n in range(1, 11)]
     for ds in sent:
@@ -75,3 +76,20 @@ async def test_a_study_marked_before_a_restart_is_written_at_the_next_start(
                 await asyncio.sleep(0.1)
             [img] = await _study(c, uid)
             assert img["numberOfInstances"] == 1
+
+
+async def test_a_study_still_arriving_waits_until_quiet_or_waited_long_enough(
+        app: FastAPI, client: httpx.AsyncClient) -> None:
+    writer = app.state.study_writer
+    writer.quiet = writer.max_wait = 60  # the background task stays out of the way
+    uid = generate_uid()
+    assert (await stow(client, [instance(study=uid)])).status_code == 200
+    hooks = app.state.write_hooks
+    # received just now: not quiet yet, and not waiting for long
+    assert await write_pending(app.state.store, hooks, quiet=60, max_wait=60) == (0, 1)
+    assert await _study(client, uid) == []
+    # waited long enough (here: any time at all) → written even while still arriving
+    assert await write_pending(app.state.store, hooks, quiet=60, max_wait=0) == (1, 0)
+    [img] = await _study(client, uid)
+    assert img["numberOfInstances"] == 1
+    assert await write_pending(app.state.store, hooks) == (0, 0)  # nothing left marked
