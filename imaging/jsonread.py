@@ -26,6 +26,8 @@ import math
 import re
 from typing import Any
 
+from imaging.jsonrep import pn_entry
+
 
 class Unsure(Exception):
     """The attribute is not one of the plain cases: pydicom has to read it."""
@@ -128,12 +130,7 @@ def _person_names(values: list) -> dict[str, Any]:
             if len(values) == 1:
                 return {"vr": "PN"}      # an empty name: no "Value"
             raise Unsure                 # pydicom cannot write an empty name among others
-        entry = {"Alphabetic": groups[0]}
-        if len(groups) > 1:
-            entry["Ideographic"] = groups[1]
-        if len(groups) > 2:
-            entry["Phonetic"] = groups[2]
-        out.append(entry)
+        out.append(pn_entry(groups))
     return {"vr": "PN", "Value": out}
 
 

@@ -222,14 +222,19 @@ def _person_names(text: str) -> dict[str, Any] | None:
             groups.pop()
         if not groups:
             return None                  # pydicom decides what an empty name is
-        entry = {"Alphabetic": groups[0]}
-        if len(groups) > 1:
-            entry["Ideographic"] = groups[1]
-        if len(groups) > 2:
-            entry["Phonetic"] = groups[2]
-        out.append(entry)
+        out.append(pn_entry(groups))
     return {"vr": "PN", "Value": out}
 
 
-__all__ = ["KnownJson", "dataset_json", "element_json", "fast_path_applies", "raw_json",
-           "text_encodings"]
+def pn_entry(groups: list[str]) -> dict[str, str]:
+    """One person name's component groups as its DICOM JSON object."""
+    entry = {"Alphabetic": groups[0]}
+    if len(groups) > 1:
+        entry["Ideographic"] = groups[1]
+    if len(groups) > 2:
+        entry["Phonetic"] = groups[2]
+    return entry
+
+
+__all__ = ["KnownJson", "dataset_json", "element_json", "fast_path_applies", "pn_entry",
+           "raw_json", "text_encodings"]
