@@ -67,6 +67,10 @@ def describe(resource: dict[str, Any]) -> str:
         name = (resource.get("name") or [{}])[0]
         text = name.get("text") or (name.get("family", "") + "".join(name.get("given") or []))
         return " · ".join(str(p) for p in (text, resource.get("birthDate")) if p)
+    if rtype == "ImagingStudy":
+        modalities = "/".join(str(m.get("code")) for m in resource.get("modality") or []
+                              if isinstance(m, dict) and m.get("code"))
+        return " · ".join(str(p) for p in (resource.get("description"), modalities) if p)
     if rtype == "Encounter":
         return _concept(resource.get("type", [None])[0] if resource.get("type") else None) \
             or _concept(resource.get("class")) or ""
