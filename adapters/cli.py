@@ -199,10 +199,8 @@ def dicom(listen: Annotated[str | None, typer.Option(help="HOST:PORT of the C-ST
             poller.run(interval=interval)
             return
         summary = poller.poll_once()
-        pusher.stop()
+        pusher.finish()  # the pusher returns once everything queued is settled
         thread.join()
-        pusher.stopping.clear()
-        pusher.run(drain=True)
         dead = box.status().dead_letters
         typer.echo(f"{summary.line()}; {pusher.sent} instance(s) delivered, "
                    f"{len(dead)} dead letter(s)", err=True)

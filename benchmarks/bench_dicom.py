@@ -45,16 +45,13 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import httpx
@@ -64,6 +61,7 @@ from benchmarks.common import (
     OUT,
     ROOT,
     Server,
+    free_port,
     machine,
     process_cpu,
     py_spy,
@@ -72,14 +70,23 @@ from benchmarks.common import (
     top_frames,
 )
 from benchmarks.datagen.dicom import VERSION, generate_instances, readable_test_files
+from benchmarks.dicom_sides import (
+    Failed,
+    Figure,
+    Files,
+    listening,
+    orthanc_dimse,
+    orthanc_rest,
+    post_all,
+    pynetdicom_floor,
+    wait_until,
+)
 
 # The Orthanc peer and storescu live with the tests that use them too.
 sys.path.insert(0, str(ROOT / "tests"))
 from peers.orthanc import (  # noqa: E402
-    Orthanc,
     available,
     run_storescu,
-    start_orthanc,
     storescu,
     storescu_command,
 )
@@ -97,44 +104,6 @@ PROFILE: dict[str, Path | None] = {"dir": None}
 def profile_out(name: str) -> Path | None:
     folder = PROFILE["dir"]
     return folder / f"dicom-{name}.collapsed" if folder else None
-
-
-@dataclass
-class Files:
-    """The benchmark's files and the study each belongs to."""
-
-    paths: list[Path]
-    study_of: dict[Path, str]
-    synthetic: int
-    test_files: int
-
-    def by_study(self) -> dict[str, list[Path]]:
-        studies: dict[str, list[Path]] = defaultdict(list)
-        for p in self.paths:
-            studies[self.study_of[p]].append(p)
-        return studies
-
-    @property
-    def bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.paths)
-
-
-@dataclass
-class Figure:
-    race: str
-    side: str  # "hie" | "orthanc" | "pynetdicom-floor" | "pynetdicom-floor-tuned"
-    instances: int
-    seconds: float
-    server_cpu: float
-    notes: dict = field(default_factory=dict)
-
-    @property
-    def rate(self) -> float:
-        return self.instances / self.seconds if self.seconds else 0.0
-
-
-class Failed(RuntimeError):
-    """A side did not store every instance."""
 
 
 # -- data -----------------------------------------------------------------------------
@@ -165,57 +134,6 @@ def load_files(instances: int, seed: int) -> tuple[Files, list[Path]]:
     paths = [*tests, *(Path(p) for p, _ in data["synthetic"])]
     return (Files(paths, study_of, len(data["synthetic"]), len(tests)),
             [Path(p) for p in data["warmup"]])
-
-
-# -- measuring --------------------------------------------------------------------------
-
-
-def wait_until(check: Callable[[], int], target: int, timeout: float,
-               interval: float = 0.1) -> int:
-    """Poll ``check()`` until it reaches ``target``; raise :class:`Failed` after
-    ``timeout`` seconds, or when the count has not moved for a third of it."""
-    deadline = time.monotonic() + timeout
-    last, moved = -1, time.monotonic()
-    while True:
-        n = check()
-        if n >= target:
-            return n
-        now = time.monotonic()
-        if n != last:
-            last, moved = n, now
-        if now > deadline or now - moved > timeout / 3:
-            raise Failed(f"{n} of {target} instances after {timeout:.0f} s")
-        time.sleep(interval)
-
-
-def post_all(bodies: Sequence[bytes], send: Callable[[httpx.Client, bytes], None], *,
-             clients: int, headers: dict[str, str]) -> float:
-    """Send every body with ``clients`` threads (each its own keep-alive
-    connection, taking the next body when done); returns the seconds taken."""
-    lock = threading.Lock()
-    nxt = iter(range(len(bodies)))
-    errors: list[BaseException] = []
-
-    def worker() -> None:
-        with httpx.Client(timeout=300, headers=headers) as client:
-            while not errors:
-                with lock:
-                    i = next(nxt, None)
-                if i is None:
-                    return
-                try:
-                    send(client, bodies[i])
-                except BaseException as exc:  # noqa: BLE001 - reported below
-                    errors.append(exc)
-
-    start = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        for f in [pool.submit(worker) for _ in range(clients)]:
-            f.result()
-    seconds = time.perf_counter() - start
-    if errors:
-        raise Failed(f"{len(errors)} requests failed; first: {errors[0]!r}")
-    return seconds
 
 
 # -- our side -----------------------------------------------------------------------------
@@ -315,12 +233,6 @@ def hie_stow(files: Files, warm: list[Path], work: Path, *, clients: int, worker
                       {"requests": len(bodies), "workers": workers, "batch": batch})
 
 
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
 def hie_dimse(files: Files, warm: list[Path], work: Path, *, workers: int) -> Figure:
     with exchange(work, workers) as server:
         port = free_port()
@@ -335,7 +247,7 @@ def hie_dimse(files: Files, warm: list[Path], work: Path, *, workers: int) -> Fi
         log.close()
         try:
             deadline = time.monotonic() + 30
-            while not _listening(port):
+            while not listening(port):
                 if adapter.poll() is not None or time.monotonic() > deadline:
                     raise Failed("hie-adapter dicom did not listen:\n"
                                  + (work / "adapter.log").read_text(errors="replace")[-3000:])
@@ -371,118 +283,6 @@ def hie_dimse(files: Files, warm: list[Path], work: Path, *, workers: int) -> Fi
                 except subprocess.TimeoutExpired:
                     os.killpg(adapter.pid, 9)
                     adapter.wait(5)
-
-
-# A C-STORE SCP that does nothing but answer success, built like the adapter's (its
-# AE and its TCP_NODELAY server): the most a pynetdicom SCP can take from storescu.
-# pynetdicom's DUL reactor sleeps ``_run_loop_delay`` (1 ms) whenever it finds
-# nothing to do, several times per C-STORE; the second argument sets it.
-_FLOOR_SCP = """
-import sys
-from pynetdicom import evt
-from adapters.sources.dicom_reactor import make_prompt
-from adapters.sources.dicom_scp import NoDelayServer, ScpSettings, make_ae
-ae = make_ae(ScpSettings(ae_title="HIE"))
-prompt = sys.argv[2] == "prompt"
-delay = -1.0 if prompt else float(sys.argv[2])
-def opened(event):
-    if prompt:
-        assert make_prompt(event.assoc)
-    elif delay >= 0:
-        event.assoc.dul._run_loop_delay = delay
-ae.make_server(("127.0.0.1", int(sys.argv[1])), server_class=NoDelayServer,
-               evt_handlers=[(evt.EVT_C_STORE, lambda event: 0x0000),
-                             (evt.EVT_CONN_OPEN, opened)]).serve_forever()
-"""
-
-
-def pynetdicom_floor(files: Files, work: Path, *, loop_delay: float | None = None,
-                     prompt: bool = False) -> Figure:
-    """``storescu`` into the do-nothing SCP; ``loop_delay`` sets the DUL reactor's
-    idle sleep (None: pynetdicom's default); ``prompt``: the adapter's own loops,
-    which wait for work instead of napping (``adapters.sources.dicom_reactor``)."""
-    port = free_port()
-    delay = "prompt" if prompt else "-1" if loop_delay is None else str(loop_delay)
-    proc = subprocess.Popen([sys.executable, "-c", _FLOOR_SCP, str(port), delay], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    try:
-        deadline = time.monotonic() + 30
-        while not _listening(port):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise Failed("the do-nothing pynetdicom SCP did not start")
-            time.sleep(0.1)
-        scu = storescu_command(files.paths, port=port, called_aet="HIE", workdir=work / "scu")
-        cpu0 = process_cpu(proc.pid)
-        start = time.perf_counter()
-        run_storescu(scu)
-        seconds = time.perf_counter() - start
-        side = "pynetdicom-floor-prompt" if prompt else "pynetdicom-floor" \
-            if loop_delay is None else "pynetdicom-floor-tuned"
-        return Figure("dimse", side, len(files.paths), seconds, process_cpu(proc.pid) - cpu0,
-                      {"what": "SCP answering success, no work",
-                       "dul_run_loop_delay": "prompt" if prompt else loop_delay
-                       if loop_delay is not None else 0.001})
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-# -- Orthanc ----------------------------------------------------------------------------
-
-
-def orthanc_rest(files: Files, warm: list[Path], work: Path, *, clients: int) -> Figure:
-    with start_orthanc(work / "orthanc") as orthanc:
-        _orthanc_warm(orthanc, warm, work)
-        bodies = [p.read_bytes() for p in files.paths]
-
-        def send(client: httpx.Client, body: bytes) -> None:
-            r = client.post(f"{orthanc.http_url}/instances", content=body)
-            if r.status_code != 200 or r.json().get("Status") != "Success":
-                raise Failed(f"Orthanc POST /instances: HTTP {r.status_code} {r.text[:500]}")
-
-        cpu0 = process_cpu(orthanc.process.pid)
-        seconds = post_all(bodies, send, clients=clients,
-                           headers={"Content-Type": "application/dicom"})
-        cpu = process_cpu(orthanc.process.pid) - cpu0
-        stored = orthanc.count_instances() - len(warm)
-        if stored != len(files.paths):
-            raise Failed(f"Orthanc holds {stored} of {len(files.paths)}")
-        return Figure(f"rest-{clients}", "orthanc", len(files.paths), seconds, cpu,
-                      {"requests": len(bodies)})
-
-
-def orthanc_dimse(files: Files, warm: list[Path], work: Path) -> Figure:
-    with start_orthanc(work / "orthanc") as orthanc:
-        _orthanc_warm(orthanc, warm, work)
-        scu = storescu_command(files.paths, port=orthanc.dicom_port, called_aet=orthanc.aet,
-                               workdir=work / "scu")
-        cpu0 = process_cpu(orthanc.process.pid)
-        start = time.perf_counter()
-        run_storescu(scu)
-        acked = time.perf_counter() - start
-        orthanc.wait_instances(len(warm) + len(files.paths), timeout=max(120.0, 20 * acked))
-        seconds = time.perf_counter() - start
-        cpu = process_cpu(orthanc.process.pid) - cpu0
-        return Figure("dimse", "orthanc", len(files.paths), seconds, cpu,
-                      {"storescu_done_s": round(acked, 3)})
-
-
-def _orthanc_warm(orthanc: Orthanc, warm: list[Path], work: Path) -> None:
-    storescu(warm[: len(warm) // 2], port=orthanc.dicom_port, called_aet=orthanc.aet,
-             workdir=work / "scu-warm")
-    orthanc.upload_all(warm[len(warm) // 2:])
-    orthanc.wait_instances(len(warm), timeout=60)
 
 
 # -- the run -------------------------------------------------------------------------------

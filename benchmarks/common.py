@@ -150,13 +150,8 @@ class Server:
 
     def rss(self) -> int:
         """Resident memory (bytes) of the server process and all its children."""
-        try:
-            root = psutil.Process(self.proc.pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return 0
         total = 0
-        for p in procs:
+        for p in _process_tree(self.proc.pid):
             with contextlib.suppress(psutil.NoSuchProcess):
                 total += p.memory_info().rss
         return total
@@ -321,15 +316,19 @@ def stop_group(proc: subprocess.Popen, first: int = signal.SIGINT, *,
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def process_cpu(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` and its children so far (0 once it is gone)."""
+def _process_tree(pid: int) -> list[psutil.Process]:
+    """``pid`` and all its children ([] once it is gone)."""
     try:
         root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
+        return [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return 0.0
+        return []
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its children so far (0 once it is gone)."""
     total = 0.0
-    for p in procs:
+    for p in _process_tree(pid):
         with contextlib.suppress(psutil.NoSuchProcess):
             t = p.cpu_times()
             total += t.user + t.system

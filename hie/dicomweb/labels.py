@@ -15,11 +15,10 @@ from __future__ import annotations
 from typing import Any
 
 from hie.dicomweb import records
-from hie.dicomweb.records import DICOM_TYPES, STUDY_TYPE, STUDY_UID
+from hie.dicomweb.records import DICOM_TYPES, STUDY_TYPE, STUDY_UID, UID_SYSTEM
 from hie.store.base import Transaction, WriteRecord
 from hie.store.query import AnyOf, Restriction, SearchQuery, TokenMatch
 
-UID_SYSTEM = "urn:dicom:uid"
 #: Most records of one study relabelled in one transaction.
 MAX_RECORDS = 1_000_000
 

@@ -48,6 +48,8 @@ MODALITY, MODALITIES_IN_STUDY, SOP_CLASSES_IN_STUDY = "00080060", "00080061", "0
 STUDY_SERIES_COUNT, STUDY_INSTANCE_COUNT, SERIES_INSTANCE_COUNT = \
     "00201206", "00201208", "00201209"
 RETRIEVE_URL = "00081190"
+#: The identifier system of a study's ImagingStudy (value ``urn:oid:<Study UID>``).
+UID_SYSTEM = "urn:dicom:uid"
 AVAILABILITY = "00080056"  # InstanceAvailability
 
 #: Attributes indexed for QIDO, per index kind; each record indexes those
@@ -157,6 +159,12 @@ def patient_of(rec: StoredResource) -> list[str]:
     return [orjson.loads(rec.body)["patient"]]
 
 
+def first(dataset: dict[str, Any], tag: str) -> str:
+    """The first value of an attribute as text ("" when absent or empty)."""
+    values = (dataset.get(tag) or {}).get("Value") or []
+    return str(values[0]).strip() if values and values[0] is not None else ""
+
+
 def _strings(ds: dict[str, Any], tag: str) -> list[str]:
     element = ds.get(tag) or {}
     out: list[str] = []
@@ -172,7 +180,8 @@ def _normalise(text: str) -> str:
     return " ".join(text.replace("^", " ").split()).casefold()
 
 
-def _date_range(value: str) -> tuple[str, str] | None:
+def day_range(value: str) -> tuple[str, str] | None:
+    """A DA value (``YYYYMMDD``) as the store's closed date range of that day."""
     if len(value) != 8 or not value.isdigit():
         return None
     day = f"{value[:4]}-{value[4:6]}-{value[6:]}"
@@ -192,7 +201,7 @@ def index(dataset: dict[str, Any], patient_id: str, labels: Iterable[Label] = ()
         out.string += [(tag, _normalise(v), v) for v in _strings(dataset, tag)]
     for tag in DATE_TAGS:
         for v in _strings(dataset, tag):
-            r = _date_range(v)
+            r = day_range(v)
             if r is not None:
                 out.date.append((tag, *r))
     out.reference.append((PATIENT_PARAM, "Patient", patient_id))

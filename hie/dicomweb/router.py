@@ -223,12 +223,12 @@ async def _result(rec: StoredResource, note: Access, query: QidoQuery, base: str
         dataset = {**dataset, **await parents.computed(rec, dataset, study=study,
                                                         series=series)}
     shown = project(_rendered(rec, note, dataset), query)
-    study = _first(dataset, STUDY_UID)
+    study = records.first(dataset, STUDY_UID)
     url = f"{base}/studies/{study}"
     if query.level != "study":
-        url += f"/series/{_first(dataset, SERIES_UID)}"
+        url += f"/series/{records.first(dataset, SERIES_UID)}"
     if query.level == "instance":
-        url += f"/instances/{_first(dataset, SOP_UID)}"
+        url += f"/instances/{records.first(dataset, SOP_UID)}"
     shown[records.RETRIEVE_URL] = {"vr": "UR", "Value": [url]}
     return shown
 
@@ -237,11 +237,6 @@ def _rendered(rec: StoredResource, note: Access, dataset: dict) -> dict:
     own = records.org_source(rec.source) == note.ctx.source
     masks = note.gate.masks if note.gate is not None else frozenset()
     return records.render(dataset, own=own, masks=masks)
-
-
-def _first(dataset: dict, tag: str) -> str:
-    values = (dataset.get(tag) or {}).get("Value") or [""]
-    return str(values[0])
 
 
 # ---- WADO-RS metadata ----------------------------------------------------------

@@ -104,20 +104,13 @@ def date_conditions(query: QidoQuery) -> list[AnyOf]:
             continue
         low = m.value if m.kind == "single" else m.low
         high = m.value if m.kind == "single" else m.high
-        low_day, high_day = _day(low or ""), _day(high or "")
+        low_day = records.day_range((low or "").strip()[:8])
+        high_day = records.day_range((high or "").strip()[:8])
         if low_day:
             out.append(AnyOf((DateMatch(m.tag, "ge", *low_day),)))
         if high_day:
             out.append(AnyOf((DateMatch(m.tag, "le", *high_day),)))
     return out
-
-
-def _day(value: str) -> tuple[str, str] | None:
-    value = value.strip()[:8]
-    if len(value) != 8 or not value.isdigit():
-        return None
-    day = f"{value[:4]}-{value[4:6]}-{value[6:]}"
-    return day + "T00:00:00.000000", day + "T23:59:59.999999"
 
 
 async def search(store: Store, query: QidoQuery, compiled: SearchQuery, *,
@@ -206,8 +199,8 @@ class Parents:
                        series: bool) -> dict:
         """The computed attributes to add to ``dataset`` (of record ``rec``)."""
         out: dict = {}
-        study_uid = _value(dataset, STUDY_UID)
-        series_uid = _value(dataset, SERIES_UID)
+        study_uid = records.first(dataset, STUDY_UID)
+        series_uid = records.first(dataset, SERIES_UID)
         source = rec.source or ""
         if study:
             out.update(await self._read(STUDY_TYPE, records.record_id(source, study_uid),
@@ -226,8 +219,3 @@ class Parents:
                 else {}
             self._cache[key] = {t: dataset[t] for t in tags if t in dataset}
         return self._cache[key]
-
-
-def _value(dataset: dict, tag: str) -> str:
-    values = (dataset.get(tag) or {}).get("Value") or [""]
-    return str(values[0])

@@ -43,7 +43,6 @@ from imaging.parse import Instance
 PROCESSING_FAILURE = 0x0110
 NOT_MATCHING = 0xA900  # data set does not match SOP class / the study in the URL
 COERCED = 0xB000
-UID_SYSTEM = "urn:dicom:uid"
 
 
 @dataclass(slots=True)
@@ -81,7 +80,7 @@ async def store_instances(store: Store, ctx: RequestContext, incoming: Sequence[
             out.failure, out.reason = NOT_MATCHING, \
                 "the instance belongs to another study than the request URL names"
             continue
-        if not _text(item.dataset, records.PATIENT_ID):
+        if not records.first(item.dataset, records.PATIENT_ID):
             out.failure, out.reason = NOT_MATCHING, \
                 "PatientID is empty: every study is linked to the hospital's patient"
             continue
@@ -89,9 +88,9 @@ async def store_instances(store: Store, ctx: RequestContext, incoming: Sequence[
         groups.setdefault(out.study_uid or "", []).append(item)
     for uid, group in groups.items():
         first = group[0].dataset
-        mrn = _text(first, records.PATIENT_ID)
+        mrn = records.first(first, records.PATIENT_ID)
         for item in group[1:]:
-            if _text(item.dataset, records.PATIENT_ID) != mrn:
+            if records.first(item.dataset, records.PATIENT_ID) != mrn:
                 item.outcome.failure, item.outcome.reason = NOT_MATCHING, \
                     "PatientID differs from the other instances of the study"
         group = [i for i in group if i.outcome.failure is None]
@@ -235,14 +234,9 @@ def availability(dataset: dict[str, Any]) -> dict[str, Any]:
     return {"vr": "CS", "Value": ["ONLINE" if online else "UNAVAILABLE"]}
 
 
-def _text(dataset: dict[str, Any], tag: str) -> str:
-    values = (dataset.get(tag) or {}).get("Value") or []
-    return str(values[0]).strip() if values and values[0] is not None else ""
-
-
 def _issuer(dataset: dict[str, Any]) -> str | None:
     """IssuerOfPatientID when it names a URI system."""
-    issuer = _text(dataset, "00100021")
+    issuer = records.first(dataset, "00100021")
     return issuer if issuer.startswith(("urn:", "http://", "https://")) else None
 
 
@@ -267,9 +261,9 @@ def patient_resource(dataset: dict[str, Any], system: str, mrn: str) -> dict[str
             names.append(name)
     if names:
         patient["name"] = names
-    sex = _text(dataset, "00100040").upper()
+    sex = records.first(dataset, "00100040").upper()
     patient["gender"] = {"M": "male", "F": "female", "O": "other"}.get(sex, "unknown")
-    birth = _text(dataset, "00100030")
+    birth = records.first(dataset, "00100030")
     if len(birth) == 8 and birth.isdigit() and birth[4:6] != "00" and birth[6:] != "00":
         patient["birthDate"] = f"{birth[:4]}-{birth[4:6]}-{birth[6:]}"
     return patient

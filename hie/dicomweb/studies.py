@@ -37,6 +37,7 @@ from hie.dicomweb.records import (
     SERIES_UID,
     STUDY_TYPE,
     STUDY_UID,
+    UID_SYSTEM,
 )
 from hie.fhir import writes
 from hie.store.base import Store, Transaction, WriteRecord
@@ -46,7 +47,6 @@ from imaging.levels import level_view
 
 log = logging.getLogger("hie.dicomweb.studies")
 
-UID_SYSTEM = "urn:dicom:uid"
 #: A study is written once it received nothing for this long (s) — more
 #: instances of a study usually follow — or after MAX_WAIT at the latest.
 QUIET = 1.0
@@ -88,7 +88,7 @@ async def write_study(tx: Transaction, rid: str, hooks: Sequence[writes.WriteHoo
     if rec is None or not records.is_pending(rec) or rec.source is None:
         return False
     patient_ref, dataset = records.unpack(rec)
-    uid = str((dataset.get(STUDY_UID) or {}).get("Value", [""])[0])
+    uid = records.first(dataset, STUDY_UID)
     org_source = records.org_source(rec.source) or ""
     await tx.lock(records.study_lock(org_source, uid))
     rec = await tx.read(STUDY_TYPE, rid)  # again, under the lock
@@ -101,7 +101,7 @@ async def write_study(tx: Transaction, rid: str, hooks: Sequence[writes.WriteHoo
         found = await tx.read(*key)
         if found is not None and not found.deleted:
             ds = records.unpack(found)[1]
-            series[_first(ds, SERIES_UID)] = (level_view(ds, "series"), [])
+            series[records.first(ds, SERIES_UID)] = (level_view(ds, "series"), [])
     endpoint = None
     for key in await tx.search_keys(SearchQuery(INSTANCE_TYPE, where=(AnyOf((TokenMatch(
             STUDY_UID, uid),)),), restriction=own), MAX_INSTANCES):
@@ -109,13 +109,13 @@ async def write_study(tx: Transaction, rid: str, hooks: Sequence[writes.WriteHoo
         if found is None or found.deleted:
             continue
         ds = records.unpack(found)[1]
-        sid = _first(ds, SERIES_UID)
+        sid = records.first(ds, SERIES_UID)
         if sid not in series:
             series[sid] = (level_view(ds, "series"), [])
         series[sid][1].append(level_view(ds, "instance"))
         endpoint = endpoint or source_base(ds)
     for _, instances in series.values():
-        instances.sort(key=lambda d: (_number(d), _first(d, records.SOP_UID)))
+        instances.sort(key=lambda d: (_number(d), records.first(d, records.SOP_UID)))
     study = imaging_study(level_view(dataset, "study"), list(series.values()),
                           subject=patient_ref, endpoint=endpoint)
     before = await _current_study(tx, org_source, uid)
@@ -147,8 +147,8 @@ async def write_pending(store: Store, hooks: Sequence[writes.WriteHook], *,
     ``max_wait`` seconds — a study still arriving is written once, when it is
     done, not after every request. Returns (written, left for later)."""
     now = datetime.now(UTC)
-    quiet_since = _stamp(now - timedelta(seconds=quiet))
-    waited_since = _stamp(now - timedelta(seconds=max_wait))
+    quiet_since = writes.stamp_of(now - timedelta(seconds=quiet))
+    waited_since = writes.stamp_of(now - timedelta(seconds=max_wait))
     page = await store.search(SearchQuery(STUDY_TYPE, where=(AnyOf((TokenMatch(
         PENDING_PARAM, PENDING, ""),)),)), limit=limit)
     written = later = 0
@@ -160,10 +160,6 @@ async def write_pending(store: Store, hooks: Sequence[writes.WriteHook], *,
         if await store.transact(lambda tx, rid=rec.id: write_study(tx, rid, hooks)):
             written += 1
     return written, later + (1 if page.next is not None else 0)
-
-
-def _stamp(when: datetime) -> str:
-    return when.strftime("%Y-%m-%dT%H:%M:%S.%f")
 
 
 class StudyWriter:
@@ -222,11 +218,6 @@ class StudyWriter:
                 left = 0
 
 
-def _first(dataset: dict[str, Any], tag: str) -> str:
-    values = (dataset.get(tag) or {}).get("Value") or [""]
-    return str(values[0])
-
-
 def _number(dataset: dict[str, Any]) -> int:
     values = (dataset.get("00200013") or {}).get("Value") or [0]
     try:
@@ -237,6 +228,6 @@ def _number(dataset: dict[str, Any]) -> int:
 
 def source_base(dataset: dict[str, Any]) -> str | None:
     """The source PACS's WADO-RS base, from an instance's RetrieveURL there."""
-    url = _first(dataset, records.RETRIEVE_URL)
+    url = records.first(dataset, records.RETRIEVE_URL)
     base, sep, _ = url.partition("/studies/")
     return base if sep and base.startswith(("http://", "https://")) else None

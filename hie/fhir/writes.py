@@ -44,7 +44,12 @@ from schemas.resource_types import READ_ONLY_TYPES
 
 def stamp_now() -> str:
     """Return the current time in the store's fixed-width UTC form."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+    return stamp_of(datetime.now(UTC))
+
+
+def stamp_of(when: datetime) -> str:
+    """Return a UTC time in the store's fixed-width form."""
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%f")
 
 
 def instant(stamp: str) -> str:
@@ -176,16 +181,14 @@ async def execute(store: Store, ctx: RequestContext, entries: list[WriteEntry], 
 
 
 async def execute_in(tx: Transaction, ctx: RequestContext, entries: list[WriteEntry], *,
-                     stamp: str, hooks: Sequence[WriteHook] = (),
-                     extra: Sequence[WriteRecord] = ()) -> list[EntryResult]:
-    """Apply ``entries`` inside a transaction the caller holds, with ``extra``
-    records (written by the caller's own rules) in the same commit.
+                     stamp: str, hooks: Sequence[WriteHook] = ()) -> list[EntryResult]:
+    """Apply ``entries`` inside a transaction the caller holds.
 
-    For writes whose content depends on what the transaction read (the DICOM
-    study merged with what was stored before): the plan is made inside the
+    For writes whose content depends on what the transaction read (a study's
+    ImagingStudy, built from its DICOM records): the plan is made inside the
     transaction, where nothing can change under it."""
     plan = await _make_plan(tx, ctx, entries, stamp)
-    await tx.put_many([*plan.records, *extra])
+    await tx.put_many(plan.records)
     for hook in hooks:
         await hook(tx, ctx, plan.records)
     return plan.results
