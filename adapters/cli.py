@@ -13,6 +13,7 @@ works whether or not they are installed:
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import logging
@@ -63,6 +64,12 @@ def _client(settings: AdapterSettings) -> ExchangeClient:
 
 def _start_pusher(settings: AdapterSettings, outbox: Outbox) -> tuple[Pusher, threading.Thread]:
     pusher = Pusher(outbox, _client(settings))
+    # Every command that sends starts here, its modules loaded: freeze what is alive
+    # now out of the collector's way. Each message keeps thousands of objects alive
+    # long enough to be promoted (a DICOM instance's data set most of all), and each
+    # full collection would otherwise walk every module, pydicom's dictionary included.
+    gc.collect()
+    gc.freeze()
     thread = threading.Thread(target=pusher.run, name="pusher", daemon=True)
     thread.start()
     return pusher, thread

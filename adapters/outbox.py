@@ -69,6 +69,32 @@ ORDER BY m.id LIMIT :limit
 """
 
 
+@dataclass
+class Fresh:
+    """Messages put through one :class:`Outbox` object since its last claim: what
+    the pusher needs to let a batch of instances fill up before it sends it."""
+
+    count: int = 0
+    kinds: set[str] = field(default_factory=set)
+    first: float = 0.0  # time.monotonic() of the first put, 0 if none
+    last: float = 0.0   # and of the latest
+
+    def note(self, count: int, kinds: set[str]) -> None:
+        now = time.monotonic()
+        self.first = self.first or now
+        self.last = now
+        self.count += count
+        self.kinds |= kinds
+
+    def claimed(self, count: int) -> None:
+        """``count`` messages were claimed: they are no longer waiting to fill a batch
+        (puts are noted before their commit, so what a claim finds was noted)."""
+        self.count = max(0, self.count - count)
+        if not self.count:
+            self.first = self.last = 0.0
+            self.kinds = set()
+
+
 class NewMessage(NamedTuple):
     """A message for :meth:`Outbox.put_many`."""
 
@@ -137,6 +163,7 @@ class Outbox:
         # in-process wake-up for the pusher: bumped by every put and by wake()
         self._changed = threading.Condition()
         self._version = 0
+        self._fresh = Fresh()
         db = self._db()
         db.executescript(_SCHEMA)
         columns = {row[1] for row in db.execute("PRAGMA table_info(message)")}
@@ -198,6 +225,10 @@ class Outbox:
         commit (one fsync); returns their ids once it is on disk. All or nothing."""
         now = time.time()
         ids = []
+        messages = list(messages)
+        # noted before the commit, so that a pusher claiming the moment the rows are
+        # visible already knows they are fresh (see Pusher._stow_hold)
+        self._fresh.note(len(messages), {m.kind for m in messages})
         with self._tx() as db:
             for m in messages:
                 cur = db.execute(
@@ -210,6 +241,11 @@ class Outbox:
                 self._set_meta(db, f"memo:{key}", value)
         self.wake()
         return ids
+
+    @property
+    def fresh(self) -> Fresh:
+        """What was put through this object since the last :meth:`claim`."""
+        return self._fresh
 
     @property
     def version(self) -> int:
@@ -236,6 +272,7 @@ class Outbox:
         now = time.time()
         with self._tx(durable=False) as db:
             ids = [r[0] for r in db.execute(_CLAIMABLE, {"now": now, "limit": limit})]
+            self._fresh.claimed(len(ids))
             if not ids:
                 return []
             marks = ",".join("?" * len(ids))

@@ -38,13 +38,19 @@ class Pusher:
 
     def __init__(self, outbox: Outbox, client: ExchangeClient, *, workers: int = 8,
                  idle_poll: float = 0.5, max_delay: float = 300.0,
-                 stow_flights: int = 2) -> None:
+                 stow_flights: int = 2, stow_linger: float = 0.25,
+                 stow_quiet: float = 0.02) -> None:
         self.outbox = outbox
         self.client = client
         self.workers = workers
         #: STOW-RS requests in flight at most; while they are, nothing more is claimed,
         #: so instances queued meanwhile go together in the next request (see run)
         self.stow_flights = stow_flights
+        #: instances being received are held up to ``stow_linger`` seconds (until
+        #: ``stow.BATCH`` of them, or ``stow_quiet`` seconds without a new one) so that
+        #: they go in one request (see _stow_hold)
+        self.stow_linger = stow_linger
+        self.stow_quiet = stow_quiet
         self.idle_poll = idle_poll
         self.max_delay = max_delay
         self.stopping = threading.Event()
@@ -141,21 +147,31 @@ class Pusher:
         with ThreadPoolExecutor(self.workers, thread_name_prefix="push") as pool:
             while not self.stopping.is_set():
                 seen = self.outbox.version
-                if len(flying) < self.workers and len(stowing) < self.stow_flights:
-                    jobs, _ = self.jobs(self.workers - len(flying),
-                                        stow_requests=self.stow_flights - len(stowing))
+                hold = self._stow_hold()
+                if hold <= 0 and len(flying) < self.workers \
+                        and len(stowing) < self.stow_flights:
+                    # one STOW-RS request's worth at a time, so that a batch is cut
+                    # where it filled, not where the claim happened to find it
+                    jobs, _ = self.jobs(self.workers - len(flying), stow_requests=1)
                     for job in jobs:
                         future = pool.submit(job)
                         flying.add(future)
                         if getattr(job, "func", None) == self.send_dicom:
                             stowing.add(future)
+                    if jobs:
+                        continue  # room for more? claim again before waiting
                 if flying:
-                    finished, flying = wait(flying, timeout=self.idle_poll,
+                    # while holding, look again soon: puts do not end this wait
+                    timeout = min(hold, 0.01) if hold > 0 else self.idle_poll
+                    finished, flying = wait(flying, timeout=timeout,
                                             return_when=FIRST_COMPLETED)
                     stowing -= finished
                     for future in finished:
                         # an outbox failure raises here and ends the pusher, as before
                         self._note_reachability(future.result())
+                    continue
+                if hold > 0:  # woken by each put, to claim as soon as a batch is full
+                    self.outbox.wait(seen, hold)
                     continue
                 if self.draining.is_set() and self.outbox.status().depth == 0:
                     return
@@ -163,6 +179,25 @@ class Pusher:
                 pause = self.idle_poll if due is None else \
                     min(self.idle_poll * 4, max(0.01, due - time.time()))
                 self.outbox.wait(seen, min(pause, self.max_delay))
+
+    def _stow_hold(self) -> float:
+        """Seconds to wait before claiming, to let a STOW-RS batch fill up; 0 to claim now.
+
+        A modality sends one instance per C-STORE, a few milliseconds apart, and the
+        exchange's cost per request (a durable transaction, the audit record, HTTP) is
+        several instances' worth: sent as they come, the instances of a study would
+        go one or two per request and the exchange would spend most of its time on
+        requests, which on a shared machine slows the SCP too. So while instances
+        (only ``dicom`` messages) keep arriving, the pusher waits until ``stow.BATCH``
+        are queued, the oldest has waited ``stow_linger`` seconds, or none came for
+        ``stow_quiet`` seconds (the sender is done): at most a quarter of a second
+        of extra latency for an instance, 20 ms at the end of an association."""
+        fresh = self.outbox.fresh
+        if (self.stow_linger <= 0 or not fresh.count or fresh.kinds != {"dicom"}
+                or fresh.count >= stow.BATCH):
+            return 0.0
+        until = min(fresh.last + self.stow_quiet, fresh.first + self.stow_linger)
+        return max(0.0, until - time.monotonic())
 
     def _note_reachability(self, result: Result) -> None:
         """After an outage (the exchange could not be reached), the first answer it gives

@@ -14,10 +14,11 @@ registered hospital, in folders under ``benchmarks/out/dicom/run/``):
 3. The same with **4 clients** (threads, each with its own keep-alive connection).
    Goal: ≥ 1.0× Orthanc.
 
-Beside the DIMSE race, the same ``storescu`` into a do-nothing pynetdicom SCP built
-like the adapter's (``pynetdicom-floor``; ``-tuned`` with the DUL reactor's idle
-sleep at 0.1 ms instead of 1 ms; ``-prompt`` with the adapter's loops, which wait
-for work instead of napping): what a pynetdicom C-STORE SCP can take.
+Beside the DIMSE race, the same ``storescu`` into do-nothing SCPs that answer
+success and do no work: pynetdicom's server with its defaults (``pynetdicom-floor``,
+what the adapter was built on first) and the adapter's own association acceptor
+(``acceptor-floor``, ``adapters.sources.dicom_acceptor``): what an SCP of each kind
+can take before it does anything with an instance.
 
 Orthanc runs at its best: no storage compression, no saved jobs, HTTP keep-alive
 and ``TcpNoDelay``, ``TCP_NODELAY=1`` in its environment and in ``storescu``'s
@@ -78,7 +79,7 @@ from benchmarks.dicom_sides import (
     orthanc_dimse,
     orthanc_rest,
     post_all,
-    pynetdicom_floor,
+    scp_floor,
     wait_until,
 )
 
@@ -302,11 +303,9 @@ def run(args: argparse.Namespace) -> int:
     if "dimse" in args.races:
         races += [("dimse", "orthanc", lambda w: orthanc_dimse(files, warm, w)),
                   ("dimse", "hie", lambda w: hie_dimse(files, warm, w, workers=args.workers)),
-                  ("dimse", "pynetdicom-floor", lambda w: pynetdicom_floor(files, w)),
-                  ("dimse", "pynetdicom-floor-tuned",
-                   lambda w: pynetdicom_floor(files, w, loop_delay=0.0001)),
-                  ("dimse", "pynetdicom-floor-prompt",
-                   lambda w: pynetdicom_floor(files, w, prompt=True))]
+                  ("dimse", "pynetdicom-floor",
+                   lambda w: scp_floor(files, w, kind="pynetdicom")),
+                  ("dimse", "acceptor-floor", lambda w: scp_floor(files, w, kind="acceptor"))]
     for c in args.clients:
         if "rest" in args.races:
             races += [(f"rest-{c}", "orthanc",
@@ -369,15 +368,14 @@ def report(figures: list[Figure]) -> dict[str, dict]:
         print(f"| {race} | {ours.rate:,.0f} | {theirs.rate:,.0f} | {ratio:.2f}x | "
               f"≥ {goal}x {'met' if met else 'MISSED'} |")
     theirs = by.get(("dimse", "orthanc"))
-    for side, what in (("pynetdicom-floor", "pynetdicom's defaults"),
-                       ("pynetdicom-floor-tuned", "DUL _run_loop_delay 0.1 ms"),
-                       ("pynetdicom-floor-prompt", "the adapter's prompt loops")):
+    for side, what in (("pynetdicom-floor", "pynetdicom's server, its defaults"),
+                       ("acceptor-floor", "the adapter's acceptor")):
         floor = by.get(("dimse", side))
         if floor and theirs and theirs.rate:
             ratio = floor.rate / theirs.rate
             summary[f"dimse-{side}"] = {"rate": floor.rate, "orthanc": theirs.rate,
                                         "ratio": ratio}
-            print(f"floor: storescu into a do-nothing pynetdicom SCP ({what}): "
+            print(f"floor: storescu into a do-nothing SCP ({what}): "
                   f"{floor.rate:,.0f} instances/s = {ratio:.2f}x Orthanc")
     return summary
 

@@ -125,56 +125,47 @@ def listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-# A C-STORE SCP that does nothing but answer success, built like the adapter's (its
-# AE and its TCP_NODELAY server): the most a pynetdicom SCP can take from storescu.
-# pynetdicom's DUL reactor sleeps ``_run_loop_delay`` (1 ms) whenever it finds
-# nothing to do, several times per C-STORE; the second argument sets it.
+# A C-STORE SCP that does nothing but answer success: the most an SCP of that kind
+# can take from storescu. "pynetdicom": pynetdicom's own server with its defaults
+# (what the adapter used before its acceptor), every storage SOP class in every
+# transfer syntax; "acceptor": the adapter's ``adapters.sources.dicom_acceptor``.
 _FLOOR_SCP = """
 import sys
-from pynetdicom import evt
-from adapters.sources.dicom_reactor import make_prompt
-from adapters.sources.dicom_scp import NoDelayServer, ScpSettings, make_ae
-ae = make_ae(ScpSettings(ae_title="HIE"))
-prompt = sys.argv[2] == "prompt"
-delay = -1.0 if prompt else float(sys.argv[2])
-def opened(event):
-    if prompt:
-        assert make_prompt(event.assoc)
-    elif delay >= 0:
-        event.assoc.dul._run_loop_delay = delay
-ae.make_server(("127.0.0.1", int(sys.argv[1])), server_class=NoDelayServer,
-               evt_handlers=[(evt.EVT_C_STORE, lambda event: 0x0000),
-                             (evt.EVT_CONN_OPEN, opened)]).serve_forever()
+from adapters.sources.dicom_acceptor import AcceptorServer
+from adapters.sources.dicom_scp import ScpSettings, acceptor_settings
+settings = acceptor_settings(ScpSettings(ae_title="HIE"))
+address = ("127.0.0.1", int(sys.argv[1]))
+if sys.argv[2] == "acceptor":
+    AcceptorServer(address, settings, lambda request: (0, None)).serve_forever()
+else:
+    from pynetdicom import AE, evt
+    ae = AE(ae_title="HIE")
+    for uid in sorted(settings.abstract_syntaxes):
+        ae.add_supported_context(uid, sorted(settings.transfer_syntaxes))
+    ae.maximum_pdu_size = settings.max_pdu
+    ae.start_server(address, evt_handlers=[(evt.EVT_C_STORE, lambda event: 0x0000)])
 """
 
 
-def pynetdicom_floor(files: Files, work: Path, *, loop_delay: float | None = None,
-                     prompt: bool = False) -> Figure:
-    """``storescu`` into the do-nothing SCP; ``loop_delay`` sets the DUL reactor's
-    idle sleep (None: pynetdicom's default); ``prompt``: the adapter's own loops,
-    which wait for work instead of napping (``adapters.sources.dicom_reactor``)."""
+def scp_floor(files: Files, work: Path, *, kind: str) -> Figure:
+    """``storescu`` into a do-nothing SCP of ``kind`` (``pynetdicom`` or ``acceptor``)."""
     port = free_port()
-    delay = "prompt" if prompt else "-1" if loop_delay is None else str(loop_delay)
-    proc = subprocess.Popen([sys.executable, "-c", _FLOOR_SCP, str(port), delay], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-c", _FLOOR_SCP, str(port), kind], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
         deadline = time.monotonic() + 30
         while not listening(port):
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise Failed("the do-nothing pynetdicom SCP did not start")
+                raise Failed(f"the do-nothing {kind} SCP did not start")
             time.sleep(0.1)
         scu = storescu_command(files.paths, port=port, called_aet="HIE", workdir=work / "scu")
         cpu0 = process_cpu(proc.pid)
         start = time.perf_counter()
         run_storescu(scu)
         seconds = time.perf_counter() - start
-        side = "pynetdicom-floor-prompt" if prompt else "pynetdicom-floor" \
-            if loop_delay is None else "pynetdicom-floor-tuned"
-        return Figure("dimse", side, len(files.paths), seconds, process_cpu(proc.pid) - cpu0,
-                      {"what": "SCP answering success, no work",
-                       "dul_run_loop_delay": "prompt" if prompt else loop_delay
-                       if loop_delay is not None else 0.001})
+        return Figure("dimse", f"{kind}-floor", len(files.paths), seconds,
+                      process_cpu(proc.pid) - cpu0, {"what": "SCP answering success, no work"})
     finally:
         stop_group(proc, signal.SIGTERM)
 

@@ -3,7 +3,8 @@
 ``create_app`` builds the ASGI app from a :class:`~hie.config.Settings`; the
 store, the token service, the audit log and the usage meter are opened in the
 lifespan, so importing this module has no side effects. ``hie serve`` runs it
-under uvicorn (``hie.app:create_app`` as a factory).
+under uvicorn (``hie.app:served_app``, a factory: ``create_app`` with its heap
+frozen once started).
 
 Every router is authenticated by default (its routes depend on the caller);
 the public ones are the named exception: health, the CapabilityStatement, the
@@ -12,6 +13,7 @@ SMART configuration, the token endpoint and the JWKS.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -66,8 +68,23 @@ def mask_logs() -> None:
                 handler.addFilter(ResidentIdLogFilter())
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the exchange app."""
+def served_app() -> FastAPI:
+    """The app ``hie serve`` runs (uvicorn's factory): :func:`create_app` with its
+    heap frozen once started."""
+    return create_app(freeze_heap=True)
+
+
+def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -> FastAPI:
+    """Build the exchange app.
+
+    ``freeze_heap``: once started, move every object alive to the collector's
+    permanent generation (``gc.freeze``). A write request keeps thousands of objects
+    alive long enough to be promoted, so full collections come often, and each walked
+    the whole startup heap (modules, models, pydicom's dictionary): measured on
+    STOW-RS, 40 % of the CPU went to the collector, ~0.15 ms per instance to full
+    collections alone, ~0.02 with the startup heap frozen. Only for a served process:
+    tests build many apps in one process, and what is frozen is never freed.
+    """
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -85,6 +102,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.study_writer = StudyWriter(
             store, lambda: [*app.state.write_hooks, audit_write_hook()])
         app.state.study_writer.start()
+        if freeze_heap:
+            gc.collect()
+            gc.freeze()
         try:
             yield
         finally:

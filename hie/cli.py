@@ -23,7 +23,7 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to bind."),
 
     from hie.logs import served_log_config
 
-    uvicorn.run("hie.app:create_app", factory=True, host=host, port=port, workers=workers,
+    uvicorn.run("hie.app:served_app", factory=True, host=host, port=port, workers=workers,
                 log_level=log_level, proxy_headers=True, access_log=False,
                 log_config=served_log_config(log_level))
 

@@ -22,6 +22,10 @@ DICOM_UID = "urn:dicom:uid"
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 CONNECTION_TYPE = "http://terminology.hl7.org/CodeSystem/endpoint-connection-type"
 ENDPOINT_ID = "source"
+#: The attributes of an instance's DICOM JSON that :func:`imaging_study` reads (UIDs,
+#: Instance Number, the title's sources): a caller holding a whole study's instances
+#: may keep just these.
+INSTANCE_TAGS = ("00080016", "00080018", "00200013", "00420010", "00700080", "0040A043")
 
 #: Body Part Examined (0018,0015) defined terms → SNOMED CT (PS3.16 Annex L), the common ones.
 BODY_PARTS: dict[str, tuple[str, str]] = {

@@ -89,7 +89,11 @@ def _put(ds_json: dict, parts: list[str], attr: dict) -> None:
 
 
 def _sorted(ds_json: dict[str, Any]) -> dict[str, Any]:
-    """Attributes in tag order, in items too (PS3.18 F.2.1.1)."""
+    """Attributes in tag order, in items too (PS3.18 F.2.1.1). ``ds_json`` itself when it
+    is in order already (the usual case: JSON from a sender that sorts, as this module
+    does), which is made afresh for each call of to_dicom_json anyway."""
+    if _in_order(ds_json):
+        return ds_json
     out = {}
     for key in sorted(ds_json):
         attr = ds_json[key]
@@ -97,3 +101,15 @@ def _sorted(ds_json: dict[str, Any]) -> dict[str, Any]:
             attr = {**attr, "Value": [_sorted(item) for item in attr["Value"]]}
         out[key] = attr
     return out
+
+
+def _in_order(ds_json: dict[str, Any]) -> bool:
+    """Whether the attributes are in tag order, in items too."""
+    keys = list(ds_json)
+    if keys != sorted(keys):
+        return False
+    for attr in ds_json.values():
+        if attr.get("vr") == "SQ" and isinstance(attr.get("Value"), list) and \
+                not all(_in_order(item) for item in attr["Value"]):
+            return False
+    return True

@@ -51,11 +51,15 @@ PN_GROUPS = frozenset({"Alphabetic", "Ideographic", "Phonetic"})
 
 def attribute_json(attr: dict[str, Any]) -> dict[str, Any]:
     """The JSON pydicom writes back for a non-SQ attribute with a "vr" and at most a
-    "Value" list (already checked to be a list); :class:`Unsure` if not a plain case."""
+    "Value" list (already checked to be a list); :class:`Unsure` if not a plain case.
+
+    ``attr`` itself when that JSON is ``attr`` exactly, key order and value types
+    included (the usual case): a copy would only be more objects for the garbage
+    collector to trace. The caller must not change ``attr`` afterwards, nor the result."""
     vr = attr["vr"]
     if len(attr) == 1:
         if vr in _PLAIN_EMPTY:
-            return {"vr": vr}
+            return attr
         raise Unsure
     values = attr.get("Value")
     if len(attr) != 2 or type(values) is not list:
@@ -73,24 +77,27 @@ def attribute_json(attr: dict[str, Any]) -> dict[str, Any]:
                 raise Unsure             # pydicom splits a single value on backslashes
             if not values[0]:
                 return {"vr": vr}        # an empty single value: no "Value"
-        return {"vr": vr, "Value": list(values)}
+        return _as_is(attr, vr, values)
     if vr == "UI":
         for value in values:             # UID() strips; a single value is split
             if not isinstance(value, str) or "\\" in value or value != value.strip():
                 raise Unsure
         if len(values) == 1 and not values[0]:
             return {"vr": vr}
-        return {"vr": vr, "Value": list(values)}
+        return _as_is(attr, vr, values)
     if vr in _INTEGERS:
         for value in values:
             if type(value) is not int:   # not bool, not 1.0, not "1"
                 raise Unsure
-        return {"vr": vr, "Value": list(values)}
+        return _as_is(attr, vr, values)
     if vr in _DECIMALS:
         out = []
+        floats = True
         for value in values:
-            if type(value) is not float and type(value) is not int:
-                raise Unsure
+            if type(value) is not float:
+                if type(value) is not int:
+                    raise Unsure
+                floats = False           # written back as a float: 1 becomes 1.0
             try:
                 number = float(value)
             except OverflowError:
@@ -98,21 +105,70 @@ def attribute_json(attr: dict[str, Any]) -> dict[str, Any]:
             if not math.isfinite(number):
                 raise Unsure
             out.append(number)
-        return {"vr": vr, "Value": out}
+        return _as_is(attr, vr, values) if floats else {"vr": vr, "Value": out}
     if vr == "PN":
-        return _person_names(values)
+        return _person_names(attr, values)
     if vr == "AT":
         for value in values:
             if not isinstance(value, str) or not _AT.fullmatch(value):
                 raise Unsure
-        return {"vr": vr, "Value": list(values)}
+        return _as_is(attr, vr, values)
     raise Unsure                         # binary VRs with "Value", UN, SQ, unknown VRs
 
 
-def _person_names(values: list) -> dict[str, Any]:
+def kept_as_is(vr: str, values: list, limit: int) -> bool:
+    """Whether ``{"vr": vr, "Value": values}`` (``values`` not empty) is within ``limit``
+    written out -- the walk's check, :func:`imaging.parse._longer_than` -- and is, as it
+    is, the JSON pydicom writes back for it: text it would not split, UIDs it would not
+    strip, integers, finite floats. False means "ask :func:`attribute_json`", not
+    "refuse"; person names, tags and the rest are left to it."""
+    if len(values) == 1:                 # the commonest case by far
+        value = values[0]
+        kind = type(value)
+        if kind is str:
+            if not value or 10 * len(value) + 6 > limit:
+                return False
+            if vr in _TEXT:
+                return vr in _BACKSLASH_ALLOWED or "\\" not in value
+            return vr == "UI" and "\\" not in value and value == value.strip()
+        if kind is int:
+            return vr in _INTEGERS and -10**15 < value < 10**15 and limit >= 28
+        if kind is float:
+            return vr in _DECIMALS and math.isfinite(value) and limit >= 28
+        return False
+    if vr in _TEXT or vr == "UI":
+        total = 2
+        for value in values:
+            if type(value) is not str or vr == "UI" and ("\\" in value or value != value.strip()):
+                return False
+            total += 10 * len(value) + 4
+        return total <= limit
+    if vr in _INTEGERS:
+        for value in values:
+            if type(value) is not int or not -10**15 < value < 10**15:
+                return False
+    elif vr in _DECIMALS:
+        for value in values:
+            if type(value) is not float or not math.isfinite(value):
+                return False
+    else:
+        return False
+    return 2 + 26 * len(values) <= limit
+
+
+def _as_is(attr: dict[str, Any], vr: str, values: list) -> dict[str, Any]:
+    """``{"vr": vr, "Value": values}``: ``attr`` itself when its keys come in that order."""
+    if next(iter(attr)) == "vr":
+        return attr
+    return {"vr": vr, "Value": list(values)}
+
+
+def _person_names(attr: dict[str, Any], values: list) -> dict[str, Any]:
     """PN values as pydicom joins their groups with "=", then splits them again
-    (``PersonName``: trailing empty groups dropped)."""
+    (``PersonName``: trailing empty groups dropped); ``attr`` itself when that is what
+    it already says, in the same key order."""
     out = []
+    same = next(iter(attr)) == "vr"
     for value in values:
         if type(value) is not dict or not value.keys() <= PN_GROUPS:
             raise Unsure
@@ -130,8 +186,10 @@ def _person_names(values: list) -> dict[str, Any]:
             if len(values) == 1:
                 return {"vr": "PN"}      # an empty name: no "Value"
             raise Unsure                 # pydicom cannot write an empty name among others
-        out.append(pn_entry(groups))
-    return {"vr": "PN", "Value": out}
+        entry = pn_entry(groups)
+        same = same and entry.items() == value.items() and list(entry) == list(value)
+        out.append(entry)
+    return attr if same else {"vr": "PN", "Value": out}
 
 
 def inline_json(tag: int, vr: str, text: str, data: bytes, max_inline: int) -> dict[str, Any]:
@@ -155,4 +213,5 @@ def _stays_un(tag: int) -> bool:
     return bool(tag & 0x10000) and not 0x10 <= tag & 0xFFFF < 0x100
 
 
-__all__ = ["BINARY", "PN_GROUPS", "Unsure", "attribute_json", "inline_json"]
+__all__ = ["BINARY", "PN_GROUPS", "Unsure", "attribute_json", "inline_json",
+           "kept_as_is"]

@@ -40,7 +40,7 @@ from imaging.errors import (
     OUT_OF_RESOURCES,
     DicomError,
 )
-from imaging.jsonread import PN_GROUPS, Unsure, attribute_json, inline_json
+from imaging.jsonread import PN_GROUPS, Unsure, attribute_json, inline_json, kept_as_is
 from imaging.jsonrep import (
     KnownJson,
     element_json,
@@ -319,8 +319,11 @@ def instance_from_json(obj: dict, *, limits: Limits = DEFAULT_LIMITS) -> Instanc
 
     The plain cases (:mod:`imaging.jsonread`) are read without pydicom: the data set's
     JSON is known at once, and ``Instance.dataset`` is made from ``obj`` only if asked
-    for (``obj`` must not change meanwhile). Anything else goes through pydicom's
-    ``Dataset.from_json``, with the same result.
+    for (``obj`` must not change meanwhile). That JSON keeps the very attribute objects
+    of ``obj`` that are already what pydicom would write (most of them: copies would
+    only be more for the garbage collector to trace), so neither is to be changed in
+    place; data sets and sequence items are always new. Anything else goes through
+    pydicom's ``Dataset.from_json``, with the same result.
     """
     if not isinstance(obj, dict):
         raise DicomError("a DICOM JSON data set must be an object")
@@ -405,11 +408,22 @@ class _JsonState:
             raise DicomError("a DICOM JSON data set must be an object")
         out: dict[str, Any] = {}
         limits, plain = self.limits, self.plain
+        size, good = limits.max_element_bytes, _GOOD_KEYS
         for key, attr in obj.items():
             self.elements += 1
             if self.elements > limits.max_elements:
                 raise DicomError(f"more than {limits.max_elements} elements",
                                  OUT_OF_RESOURCES)
+            if plain and type(attr) is dict and len(attr) == 2 and key in good:
+                # the commonest attribute of all, {"vr": …, "Value": […]} that passes
+                # every check below and is its own JSON: checked at once
+                value = attr.get("Value")
+                if type(value) is list and value:
+                    vr = attr.get("vr")
+                    if type(vr) is str and kept_as_is(vr, value, size) and \
+                            next(iter(attr)) == "vr":
+                        out[key] = attr
+                        continue
             upper = key
             if type(key) is not str or key not in _GOOD_KEYS:
                 if not isinstance(key, str) or not _TAG_KEY.fullmatch(key):

@@ -98,3 +98,23 @@ def test_fhir_routes_come_before_the_routers_outside_fhir(app):
     assert paths.index("/fhir/.well-known/smart-configuration") \
         < paths.index("/fhir/{resource_type}/{id}")
     assert paths.index("/fhir/Patient/$ihe-pix") < paths.index("/fhir/{resource_type}/{id}")
+
+
+def test_a_served_app_freezes_its_startup_heap(settings, monkeypatch):
+    """``hie serve`` runs ``served_app``: once started, what is alive leaves the
+    collector's way (``gc.freeze``); an app built by ``create_app`` alone does not."""
+    import gc
+
+    from fastapi.testclient import TestClient
+
+    from hie import app as app_module
+
+    monkeypatch.setattr(app_module, "get_settings", lambda: settings)
+    gc.unfreeze()
+    try:
+        with TestClient(app_module.create_app(settings)):
+            assert gc.get_freeze_count() == 0
+        with TestClient(app_module.served_app()):
+            assert gc.get_freeze_count() > 10_000
+    finally:
+        gc.unfreeze()

@@ -13,31 +13,23 @@ the instance is on disk; an instance that cannot be read gets its failure status
 (``0xA900``/``0xC000`` with an Error Comment), an outbox that cannot write gets
 ``0xA700`` (out of resources), and the sender keeps the instance and retries.
 
-Accepted sockets get ``TCP_NODELAY``: a C-STORE response is a small PDU written
-right after the request was read, exactly the pattern that Nagle's algorithm and
-the peer's delayed ACK turn into a 40 ms stall per instance. And each association's
-loops wait for work instead of napping 1 ms when idle (``dicom_reactor``): a sender
-that waits for every response met those naps on every instance.
+The associations are ``adapters.sources.dicom_acceptor``'s (one thread each, no
+Nagle stall, no per-message hand-offs between threads).
 """
 
 from __future__ import annotations
 
-import io
 import logging
-import socket
 import struct
 import threading
 from dataclasses import dataclass
 
-from pydicom.dataset import Dataset
 from pydicom.uid import AllTransferSyntaxes
-from pynetdicom import AE, PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION, evt
-from pynetdicom.events import Event
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
-from pynetdicom.transport import ThreadedAssociationServer
 
-from adapters.sources import dicom_messages, dicom_reactor
+from adapters.sources import dicom_messages, dicom_ul
+from adapters.sources.dicom_acceptor import AcceptorServer, AcceptorSettings, StoreRequest
 from adapters.sources.dicom_messages import OutboxLike
 from imaging.errors import DicomError
 from imaging.jsonmodel import to_dicom_json
@@ -62,19 +54,14 @@ class ScpSettings:
     max_associations: int = 32
     max_pdu_size: int = 256 * 1024
     network_timeout: float = 60.0
-    dimse_timeout: float = 60.0
     limits: Limits = DEFAULT_LIMITS
 
 
-def _status(code: int, comment: str) -> Dataset:
-    status = Dataset()
-    status.Status = code
-    status.ErrorComment = comment[:64]  # LO: 64 characters at most
-    return status
+Status = tuple[int, str | None]
 
 
 class StoreHandler:
-    """The EVT_C_STORE handler: instance in, outbox message out, status back."""
+    """The C-STORE handler: instance in, outbox message out, status back."""
 
     def __init__(self, outbox: OutboxLike, settings: ScpSettings) -> None:
         self.outbox = outbox
@@ -82,72 +69,67 @@ class StoreHandler:
         self.stored = 0
         self.failed = 0
 
-    def __call__(self, event: Event) -> Dataset | int:
-        calling = event.assoc.requestor.ae_title.strip()
-        request_uid = str(event.request.AffectedSOPInstanceUID or "")
+    def __call__(self, request: StoreRequest) -> Status:
         try:
-            status = self._store(event, calling, request_uid)
+            status = self._store(request)
         except Exception:  # a bug in one instance's mapping must not end the association
-            log.exception("C-STORE %s from %s: internal error", request_uid, calling)
-            status = _status(CANNOT_UNDERSTAND, "internal error in the adapter")
-        if isinstance(status, Dataset):
-            self.failed += 1
-        else:
+            log.exception("C-STORE %s from %s: internal error", request.sop_instance_uid,
+                          request.calling_ae)
+            status = (CANNOT_UNDERSTAND, "internal error in the adapter")
+        if status[0] in (SUCCESS, COERCED):
             self.stored += 1
+        else:
+            self.failed += 1
         return status
 
-    def _store(self, event: Event, calling: str, request_uid: str) -> Dataset | int:
-        raw = part10(event)
+    def _store(self, request: StoreRequest) -> Status:
+        calling, request_uid = request.calling_ae, request.sop_instance_uid
         try:
-            instance = read_instance(raw, limits=self.settings.limits)
+            instance = read_instance(part10(request), limits=self.settings.limits)
         except DicomError as exc:
             log.info("C-STORE %s from %s refused: %s", request_uid, calling, exc.reason)
-            return _status(exc.failure, exc.reason)
+            return exc.failure, exc.reason
         except Exception as exc:  # pydicom's own errors on a broken stream
             log.info("C-STORE %s from %s unreadable: %s", request_uid, calling, exc)
-            return _status(CANNOT_UNDERSTAND, f"data set cannot be read: {exc}")
+            return CANNOT_UNDERSTAND, f"data set cannot be read: {exc}"
         for name in ("sop_uid", "study_uid", "series_uid"):
             if not getattr(instance, name, None):
-                return _status(DOES_NOT_MATCH_SOP_CLASS, f"{name} missing in the data set")
+                return DOES_NOT_MATCH_SOP_CLASS, f"{name} missing in the data set"
         if request_uid and instance.sop_uid != request_uid:
-            return _status(CANNOT_UNDERSTAND, "SOP Instance UID differs from the request's")
+            return CANNOT_UNDERSTAND, "SOP Instance UID differs from the request's"
         url = dicom_messages.instance_url(self.settings.retrieve_base, instance.study_uid,
                                           instance.series_uid, instance.sop_uid)
         document = to_dicom_json(instance, instance_url=url)
         refused = dicom_messages.refusal(document)
         if refused:
-            return _status(DOES_NOT_MATCH_SOP_CLASS, refused)
+            return DOES_NOT_MATCH_SOP_CLASS, refused
         try:
             dicom_messages.put(self.outbox, document, sop_instance_uid=instance.sop_uid,
                                source=f"{self.settings.source}:{calling}")
         except Exception:
             log.exception("C-STORE %s from %s: outbox write failed", request_uid, calling)
-            return _status(OUT_OF_RESOURCES, "not stored in the adapter's outbox; send again")
+            return OUT_OF_RESOURCES, "not stored in the adapter's outbox; send again"
         if instance.coerced:
             log.info("C-STORE %s from %s stored with coercion: %s", request_uid, calling,
                      "; ".join(instance.coerced))
-            return COERCED
-        return SUCCESS
+            return COERCED, None
+        return SUCCESS, None
 
 
-def part10(event: Event) -> bytes:
-    """The C-STORE data set as received, behind the file meta pynetdicom would write
-    (``event.encoded_dataset()``, byte for byte), encoded here: pydicom building and
-    writing a ``FileMetaDataset`` costs more per instance than parsing the header."""
-    request = event.request
-    stream = getattr(request, "DataSet", None)
-    if not isinstance(stream, io.BytesIO):  # pynetdicom set to spool data sets to files
-        return event.encoded_dataset(include_meta=True)
+def part10(request: StoreRequest) -> bytes:
+    """The C-STORE data set as received behind the file meta (PS3.10 7.1) naming its
+    SOP class, instance and transfer syntax, written here by hand: pydicom building
+    and writing a ``FileMetaDataset`` costs more per instance than parsing the header."""
     body = b"".join((
         _element(0x0001, b"OB", b"\x00\x01"),
-        _element(0x0002, b"UI", _uid(request.AffectedSOPClassUID)),
-        _element(0x0003, b"UI", _uid(request.AffectedSOPInstanceUID)),
-        _element(0x0010, b"UI", _uid(event.context.transfer_syntax)),
-        _element(0x0012, b"UI", _uid(PYNETDICOM_IMPLEMENTATION_UID)),
-        _element(0x0013, b"SH", _text(PYNETDICOM_IMPLEMENTATION_VERSION)),
+        _element(0x0002, b"UI", _uid(request.sop_class_uid)),
+        _element(0x0003, b"UI", _uid(request.sop_instance_uid)),
+        _element(0x0010, b"UI", _uid(request.transfer_syntax)),
+        _element(0x0012, b"UI", _uid(dicom_ul.IMPLEMENTATION_CLASS_UID)),
+        _element(0x0013, b"SH", _text(dicom_ul.IMPLEMENTATION_VERSION)),
     ))
     return b"".join((_PREAMBLE, _element(0x0000, b"UL", struct.pack("<I", len(body))), body,
-                     stream.getvalue()))
+                     request.dataset))
 
 
 _PREAMBLE = b"\x00" * 128 + b"DICM"
@@ -170,76 +152,29 @@ def _text(value: object) -> bytes:
     return data + b" " if len(data) % 2 else data
 
 
-class _QuickAckSocket(socket.socket):
-    """A socket that acknowledges what it read at once (``TCP_QUICKACK``, Linux).
-
-    A sender with Nagle's algorithm on (DCMTK's default unless ``TCP_NODELAY=1`` is
-    in its environment) holds its second small write — the data set after the
-    C-STORE command — until the first is acknowledged, and our delayed ACK waits
-    40 ms for data to ride on: a stall per instance that no setting on our side
-    but this one removes. The kernel leaves quick-ack mode on its own, hence the
-    option again after every read (setting it also flushes a pending ACK)."""
-
-    def recv(self, bufsize: int, flags: int = 0) -> bytes:
-        data = super().recv(bufsize, flags)
-        self.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-        return data
-
-
-class NoDelayServer(ThreadedAssociationServer):
-    """pynetdicom's threaded server with ``TCP_NODELAY`` (and, on Linux,
-    ``TCP_QUICKACK``) on every accepted socket."""
-
-    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
-        client, address = super().get_request()
-        if client.family not in (socket.AF_INET, socket.AF_INET6):
-            return client, address
-        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if hasattr(socket, "TCP_QUICKACK") and not self.ssl_context:
-            timeout = client.gettimeout()
-            client = _QuickAckSocket(client.family, client.type, client.proto,
-                                     fileno=client.detach())
-            client.settimeout(timeout)
-        return client, address
-
-
-def _prompt(event: Event) -> None:
-    """EVT_CONN_OPEN: the association's loops wait for work instead of napping 1 ms
-    (``adapters.sources.dicom_reactor``)."""
-    if not dicom_reactor.make_prompt(event.assoc):
-        log.warning("pynetdicom's reactors are not the expected ones: C-STOREs will "
-                    "wait for its 1 ms naps")
-
-
-def make_ae(settings: ScpSettings) -> AE:
-    """An AE accepting every storage SOP class in every transfer syntax pydicom
-    knows, and Verification (C-ECHO). Peers must call it by ``ae_title``."""
-    ae = AE(ae_title=settings.ae_title)
-    for context in AllStoragePresentationContexts:
-        ae.add_supported_context(context.abstract_syntax, AllTransferSyntaxes)
-    ae.add_supported_context(Verification)
-    ae.require_called_aet = True
-    ae.maximum_associations = settings.max_associations
-    ae.maximum_pdu_size = settings.max_pdu_size
-    ae.network_timeout = settings.network_timeout
-    ae.dimse_timeout = settings.dimse_timeout
-    return ae
+def acceptor_settings(settings: ScpSettings) -> AcceptorSettings:
+    """Every storage SOP class pynetdicom knows in every transfer syntax pydicom
+    knows, and Verification (C-ECHO). Peers must call us by ``ae_title``."""
+    return AcceptorSettings(
+        ae_title=settings.ae_title,
+        abstract_syntaxes=frozenset([c.abstract_syntax for c in AllStoragePresentationContexts]
+                                    + [Verification]),
+        transfer_syntaxes=frozenset(AllTransferSyntaxes), max_pdu=settings.max_pdu_size,
+        max_dataset_bytes=settings.limits.max_bytes,
+        max_associations=settings.max_associations,
+        network_timeout=settings.network_timeout)
 
 
 def start(host: str, port: int, *, outbox: OutboxLike,
-          settings: ScpSettings | None = None) -> NoDelayServer:
+          settings: ScpSettings | None = None) -> AcceptorServer:
     """Bind and serve in a background thread; ``port=0`` picks a free port (see
     ``server.server_address``). Stop with ``server.shutdown()``."""
     settings = settings or ScpSettings()
-    ae = make_ae(settings)
     handler = StoreHandler(outbox, settings)
-    server = ae.make_server((host, port), evt_handlers=[(evt.EVT_C_STORE, handler),
-                                                       (evt.EVT_CONN_OPEN, _prompt)],
-                            server_class=NoDelayServer)
+    server = AcceptorServer((host, port), acceptor_settings(settings), handler)
     server.store_handler = handler  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.serve_forever, name="dicom-scp", daemon=True)
     thread.start()
-    ae._servers.append(server)  # so that ae.shutdown() stops it too
     log.info("DICOM C-STORE SCP %s on %s:%s", settings.ae_title, *server.server_address[:2])
     return server
 

@@ -126,14 +126,15 @@ async def _store_study(tx: Transaction, ctx: RequestContext, uid: str, group: li
     await tx.lock(records.study_lock(ctx.source, uid))
     stamp = writes.stamp_now()
     patient_ref = f"Patient/{patient}"
-    changed: list[tuple[Incoming, str, bool]] = []  # item, record id, whether new
+    # item, record id, its current version (read once: add() is given it)
+    changed: list[tuple[Incoming, str, StoredResource | None]] = []
     for item in group:
         out = item.outcome
         rid = records.record_id(source, uid, out.series_uid or "", out.sop_uid or "")
         current = await tx.read(INSTANCE_TYPE, rid)
         if current is not None and records.same(current, patient_ref, item.dataset):
             continue  # the same instance again: nothing to write
-        changed.append((item, rid, current is None or current.deleted))
+        changed.append((item, rid, current))
     if not changed:
         return False
     study_rid = records.record_id(source, uid)
@@ -143,14 +144,14 @@ async def _store_study(tx: Transaction, ctx: RequestContext, uid: str, group: li
     # them in step with the ImagingStudy)
     labels = records.labels_of(study_rec) if study_rec is not None \
         else await studies.labels_of_study(tx, ctx.source, uid)
-    new = _Records(tx, source, stamp, patient, patient_ref, labels)
+    new = _Records(source, stamp, patient, patient_ref, labels)
     latest: dict[str, dict[str, Any]] = {}  # series uid -> its newest instance's dataset
     added: dict[str, int] = {}  # series uid -> instances new to it
-    for item, rid, is_new in changed:
+    for item, rid, current in changed:
         sid = item.outcome.series_uid or ""
-        await new.add(INSTANCE_TYPE, rid, item.dataset)
+        new.add(INSTANCE_TYPE, rid, item.dataset, current)
         latest[sid] = item.dataset
-        added[sid] = added.get(sid, 0) + (1 if is_new else 0)
+        added[sid] = added.get(sid, 0) + (1 if current is None or current.deleted else 0)
     new_series = 0
     for sid, dataset in latest.items():
         series_rid = records.record_id(source, uid, sid)
@@ -160,14 +161,14 @@ async def _store_study(tx: Transaction, ctx: RequestContext, uid: str, group: li
         series_set = level_view(dataset, "series")
         series_set[records.AVAILABILITY] = dataset[records.AVAILABILITY]
         series_set[SERIES_INSTANCE_COUNT] = {"vr": "IS", "Value": [count]}
-        await new.add(SERIES_TYPE, series_rid, series_set, current=before)
+        new.add(SERIES_TYPE, series_rid, series_set, before)
     newest = changed[-1][0].dataset
     study_set = level_view(newest, "study")
     study_set[records.AVAILABILITY] = newest[records.AVAILABILITY]
     study_set.update(_study_counts(study_rec, [i.dataset for i, _, _ in changed],
                                    series=new_series, instances=sum(added.values())))
-    await new.add(STUDY_TYPE, study_rid, study_set, current=study_rec,
-                  pending=records.pending_since(study_rec) or stamp)
+    new.add(STUDY_TYPE, study_rid, study_set, study_rec,
+            pending=records.pending_since(study_rec) or stamp)
     await tx.put_many(new.puts)
     for hook in hooks:  # the audit record of the write (and any other hook)
         await hook(tx, ctx, [new.puts[-1]])
@@ -178,7 +179,6 @@ async def _store_study(tx: Transaction, ctx: RequestContext, uid: str, group: li
 class _Records:
     """The DICOM records one study write puts, each the next version of its id."""
 
-    tx: Transaction
     source: str
     stamp: str
     patient: str
@@ -186,10 +186,10 @@ class _Records:
     labels: list[records.Label]
     puts: list[WriteRecord] = field(default_factory=list)
 
-    async def add(self, rtype: str, rid: str, dataset: dict[str, Any], *,
-                  current: StoredResource | None = None, pending: str | None = None
-                  ) -> None:
-        current = current or await self.tx.read(rtype, rid)
+    def add(self, rtype: str, rid: str, dataset: dict[str, Any],
+            current: StoredResource | None, *, pending: str | None = None) -> None:
+        """Put the next version after ``current``, the record as read in this
+        transaction (None: there is none), so that no record is read twice."""
         self.puts.append(WriteRecord(
             rtype, rid, current.version + 1 if current else 1, self.stamp,
             records.body(self.patient_ref, dataset, self.labels, pending=pending),

@@ -42,7 +42,7 @@ from hie.dicomweb.records import (
 from hie.fhir import writes
 from hie.store.base import Store, Transaction, WriteRecord
 from hie.store.query import AnyOf, Restriction, SearchQuery, TokenMatch
-from imaging.fhirmap import imaging_study
+from imaging.fhirmap import INSTANCE_TAGS, imaging_study
 from imaging.levels import level_view
 
 log = logging.getLogger("hie.dicomweb.studies")
@@ -112,7 +112,9 @@ async def write_study(tx: Transaction, rid: str, hooks: Sequence[writes.WriteHoo
         sid = records.first(ds, SERIES_UID)
         if sid not in series:
             series[sid] = (level_view(ds, "series"), [])
-        series[sid][1].append(level_view(ds, "instance"))
+        # only what imaging_study reads: a whole study's instance data sets held
+        # at once would be costly to keep, and to trace for the garbage collector
+        series[sid][1].append({tag: ds[tag] for tag in INSTANCE_TAGS if tag in ds})
         endpoint = endpoint or source_base(ds)
     for _, instances in series.values():
         instances.sort(key=lambda d: (_number(d), records.first(d, records.SOP_UID)))

@@ -20,12 +20,13 @@ from pydicom import config
 
 from imaging.errors import DicomError
 from imaging.jsonmodel import to_dicom_json
-from imaging.jsonread import Unsure
+from imaging.jsonread import Unsure, attribute_json, kept_as_is
 from imaging.parse import (
     DEFAULT_LIMITS,
     Limits,
     _instance_from_plain_json,
     _instance_through_pydicom,
+    _JsonState,
     instance_from_json,
     read_instance,
 )
@@ -264,6 +265,41 @@ ODD_ATTRIBUTES: list[dict] = [
     {"00090010": {"vr": "LO", "Value": ["CREATOR"]}, "00091000": {"vr": "LO", "Value": ["p"]}},
     {"00280103": {"vr": "US", "Value": [1]},
      "00081032": {"vr": "SQ", "Value": [{"00280103": {"vr": "US", "Value": [0]}}]}},
+    # kept as they are only in this key order: "Value" first makes a fresh attribute
+    {"00100020": {"Value": ["x"], "vr": "LO"}},
+    {"00100020": {"Value": ["x", "y"], "vr": "LO"}},
+    {"0020000D": {"Value": [STUDY], "vr": "UI"}},
+    {"00200013": {"Value": [1], "vr": "IS"}},
+    {"00280030": {"Value": [0.5, 0.5], "vr": "DS"}},
+    {"00100010": {"Value": [{"Alphabetic": "A^B"}], "vr": "PN"}},
+    {"00100010": {"vr": "PN", "Value": [{"Ideographic": "X", "Alphabetic": "A"}]}},
+    {"00100010": {"vr": "PN", "Value": [{"Alphabetic": "A", "Ideographic": "X"},
+                                        {"Ideographic": "Y", "Alphabetic": "B"}]}},
+    {"00100010": {"vr": "PN", "Value": [{"Alphabetic": "A^B", "Ideographic": "X",
+                                         "Phonetic": "p"}]}},
+    {"00100010": {"vr": "LO"}},
+    {"00100010": {"vr": "SQ", "Value": ["x"]}},
+    {"00081032": {"vr": "SQ", "Value": [{"00080104": {"vr": "LO", "Value": ["m"]},
+                                        "00080100": {"vr": "SH", "Value": ["C"]}}]}},
+    # at the edges of the length check the fast path makes (limit 300 with SMALL)
+    {"00204000": {"vr": "LT", "Value": ["x" * 29]}},
+    {"00204000": {"vr": "LT", "Value": ["x" * 30]}},
+    {"00204000": {"vr": "LT", "Value": ["\U000e0001" * 29]}},
+    {"00204000": {"vr": "LT", "Value": ["\U000e0001" * 30]}},
+    {"00204000": {"vr": "LT", "Value": ["\x00\n" * 40]}},
+    {"00081030": {"vr": "LO", "Value": ["x" * 14, "y" * 14]}},
+    {"00081030": {"vr": "LO", "Value": ["x" * 14, "y" * 15]}},
+    {"00081030": {"vr": "LO", "Value": ["é" * 20] * 4}},
+    {"00200013": {"vr": "IS", "Value": [10**15 - 1]}},
+    {"00200013": {"vr": "IS", "Value": [10**15, -10**15]}},
+    {"00200013": {"vr": "IS", "Value": list(range(11))}},
+    {"00200013": {"vr": "IS", "Value": list(range(12))}},
+    {"00280030": {"vr": "DS", "Value": [1e308, -1e-308, 0.0, -0.0]}},
+    {"00280030": {"vr": "DS", "Value": [0.1] * 11}},
+    {"00280030": {"vr": "DS", "Value": [0.1] * 12}},
+    {"00080060": {"vr": "CS", "Value": ["A", "B\\C"]}},
+    {"0020000E": {"vr": "UI", "Value": [SERIES, ""]}},
+    {"0020000E": {"vr": "UI", "Value": [SERIES, " 1.2"]}},
 ]
 
 
@@ -345,6 +381,45 @@ def test_randomly_damaged_instances_read_alike(synthetic: list[dict]) -> None:
         plain += same(doc)
         plain += same(doc, SMALL)
     assert plain > 200        # most changes leave a plain case: the comparison has teeth
+
+
+_POOL: list[Any] = [
+    "", " ", "x", "A^B", "a\\b", " 1.2 ", "1.2.3", "é" * 7, "\U000e0001" * 3, "x" * 29,
+    "x" * 31, "x" * 70, 0, 1, -1, 10**15 - 1, 10**15, -(10**15), 2**70, 0.5, -0.0, 1e308,
+    float("nan"), float("inf"), True, None, {"Alphabetic": "A"}, [], "00100010",
+]
+
+
+def test_the_fast_check_vouches_only_for_what_the_full_checks_keep_as_is() -> None:
+    """kept_as_is, the walk's shortcut, says yes only where the checks it skips pass
+    (the length limit) and pydicom's JSON is the attribute itself."""
+    rng = random.Random(7)
+    vouched = 0
+    for _ in range(20_000):
+        vr = rng.choice(_VRS)
+        values = [rng.choice(_POOL) for _ in range(rng.choice([1, 1, 1, 2, 3, 11, 12]))]
+        limit = rng.choice([27, 28, 29, 60, 300, 65536])
+        if not kept_as_is(vr, values, limit):
+            continue
+        vouched += 1
+        attr = {"vr": vr, "Value": values}
+        _JsonState(Limits(max_element_bytes=limit), plain=True).check_value("00100010", values)
+        assert attribute_json(attr) is attr
+        assert same({**_base(), "00100010": attr}, Limits(max_element_bytes=limit))
+    assert vouched > 1000
+
+
+def test_reading_and_writing_back_leaves_the_document_as_it_was(synthetic: list[dict]) -> None:
+    """The JSON written back shares attributes with the document read: neither is
+    changed by the other being read or written."""
+    for doc in [*synthetic[:10], *(as_received(p) for p in READABLE[:60])]:
+        before = copy.deepcopy(doc)
+        instance = instance_from_json(doc)
+        written = to_dicom_json(instance, instance_url=URL)
+        written[next(iter(written))] = {"vr": "LO", "Value": ["changed"]}  # as STOW-RS does
+        assert _ordered(doc) == _ordered(before)
+        assert _ordered(instance.dataset.to_json_dict()) == _ordered(
+            _instance_through_pydicom(before, DEFAULT_LIMITS).dataset.to_json_dict())
 
 
 def test_a_changed_pydicom_configuration_goes_through_pydicom() -> None:

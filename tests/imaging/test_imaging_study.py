@@ -8,7 +8,7 @@ import pytest
 from fhir.resources.R4B.imagingstudy import ImagingStudy
 from imaging_files import TEST_FILES, readable
 
-from imaging.fhirmap import fhir_datetime, imaging_study
+from imaging.fhirmap import INSTANCE_TAGS, fhir_datetime, imaging_study
 from imaging.jsonmodel import to_dicom_json
 from imaging.levels import level_view
 from imaging.parse import read_instance
@@ -39,6 +39,22 @@ def test_every_readable_test_file_maps_to_a_valid_imaging_study(path: Path) -> N
                                      endpoint=None)
     ImagingStudy.model_validate(without_endpoint)
     assert "contained" not in without_endpoint and "endpoint" not in without_endpoint
+
+
+def test_the_instance_attributes_it_reads_make_the_same_imaging_study() -> None:
+    """INSTANCE_TAGS is all imaging_study reads of an instance: the study writer keeps
+    just those of a study's instances."""
+    made = [to_dicom_json(read_instance(p), instance_url=f"{WADO}/studies/x") for p in READABLE]
+    for ds in made:
+        trimmed = {tag: ds[tag] for tag in INSTANCE_TAGS if tag in ds}
+        whole = imaging_study(level_view(ds, "study"), [(level_view(ds, "series"),
+                                                         [level_view(ds, "instance")])],
+                              subject="Patient/p1", endpoint=WADO)
+        kept = imaging_study(level_view(ds, "study"), [(level_view(ds, "series"), [trimmed])],
+                             subject="Patient/p1", endpoint=WADO)
+        assert kept == whole
+    assert any("title" in s["instance"][0] for ds in made
+               for s in _study_of(ds).get("series", []) if s.get("instance"))
 
 
 def test_the_mapping_of_a_ct_study() -> None:

@@ -17,6 +17,15 @@ from pathlib import Path
 import pydicom
 from peers.orthanc import NODELAY_ENV, STORESCU, association_profile
 from pydicom.uid import generate_uid
+from pynetdicom.pdu import A_ASSOCIATE_RQ
+from pynetdicom.pdu_primitives import (
+    A_ASSOCIATE,
+    AsynchronousOperationsWindowNegotiation,
+    ImplementationClassUIDNotification,
+    ImplementationVersionNameNotification,
+    MaximumLengthNotification,
+)
+from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import _STORAGE_CLASSES
 
 TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
@@ -117,3 +126,31 @@ def storescu(files: list[Path], *, port: int, called_aet: str, workdir: Path,
             (stored if ok else failed).append(current)
             current = None
     return Sent(stored, failed, output, done.returncode)
+
+
+def pynetdicom_rq(contexts: list[tuple[str, list[str]]], *, max_pdu: int = 16384,
+                  called: str = "HIE") -> bytes:
+    """An A-ASSOCIATE-RQ PDU as pynetdicom encodes it (without the 6-byte header)."""
+    primitive = A_ASSOCIATE()
+    primitive.application_context_name = "1.2.840.10008.3.1.1.1"
+    primitive.calling_ae_title = "STORESCU"
+    primitive.called_ae_title = called
+    items = []
+    for i, (abstract, syntaxes) in enumerate(contexts):
+        context = build_context(abstract, syntaxes)
+        context.context_id = 2 * i + 1
+        items.append(context)
+    primitive.presentation_context_definition_list = items
+    length = MaximumLengthNotification()
+    length.maximum_length_received = max_pdu
+    uid = ImplementationClassUIDNotification()
+    uid.implementation_class_uid = "1.2.826.0.1.3680043.9.3811.2.0.2"
+    version = ImplementationVersionNameNotification()
+    version.implementation_version_name = "PYNETDICOM_202"
+    window = AsynchronousOperationsWindowNegotiation()
+    window.maximum_number_operations_invoked = 4
+    window.maximum_number_operations_performed = 4
+    primitive.user_information = [length, uid, version, window]
+    pdu = A_ASSOCIATE_RQ()
+    pdu.from_primitive(primitive)
+    return pdu.encode()[6:]
