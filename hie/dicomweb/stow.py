@@ -1,11 +1,11 @@
 """STOW-RS: storing instances' metadata (pixel data is dropped after extraction).
 
-Instances are stored per study, each study in one store transaction that
-serialises on the study (``tx.lock``): the instance, series and study records
-(counts kept up to date), their audit record, and a mark on the study record
-that its FHIR ``ImagingStudy`` is due, which :mod:`hie.dicomweb.studies` writes
-within a second (one version for however many requests brought instances
-meanwhile). Every study is linked to the hospital's
+A request's instances are stored in one store transaction, serialised per study
+(``tx.lock`` on each, in study UID order): per study the instance, series and
+study records (counts kept up to date) and a mark on the study record that its
+FHIR ``ImagingStudy`` is due; the audit records (one per patient) commit with
+them. :mod:`hie.dicomweb.studies` then writes the ImagingStudy within a second
+(one version for however many requests brought instances meanwhile). Every study is linked to the hospital's
 ``Patient`` with the DICOM ``PatientID`` as identifier (created from the DICOM
 demographics when the hospital has not registered it yet), so the master
 patient index and the consent gate apply to it like to any other record.
@@ -72,7 +72,6 @@ async def store_instances(store: Store, ctx: RequestContext, incoming: Sequence[
                           study_uid: str | None = None) -> bool:
     """Store every instance that can be stored; record each one's outcome.
     Returns whether anything was written (a study's ImagingStudy is then due)."""
-    changed = False
     groups: dict[str, list[Incoming]] = {}
     for item in incoming:
         out = item.outcome
@@ -86,7 +85,8 @@ async def store_instances(store: Store, ctx: RequestContext, incoming: Sequence[
             continue
         item.dataset[records.AVAILABILITY] = availability(item.dataset)
         groups.setdefault(out.study_uid or "", []).append(item)
-    for uid, group in groups.items():
+    todo: list[tuple[str, list[Incoming], str]] = []
+    for uid, group in sorted(groups.items()):  # one lock order for every request
         first = group[0].dataset
         mrn = records.first(first, records.PATIENT_ID)
         for item in group[1:]:
@@ -95,11 +95,30 @@ async def store_instances(store: Store, ctx: RequestContext, incoming: Sequence[
                     "PatientID differs from the other instances of the study"
         group = [i for i in group if i.outcome.failure is None]
         system = _issuer(first) or patient_id_system
-        patient = await _patient(store, ctx, first, system, mrn, hooks)
-        wrote = await store.transact(lambda tx, uid=uid, group=group, patient=patient:
-                                     _store_study(tx, ctx, uid, group, patient, hooks))
-        changed = changed or wrote
-    return changed
+        todo.append((uid, group, await _patient(store, ctx, first, system, mrn, hooks)))
+
+    async def write(tx: Transaction) -> bool:
+        puts: list[WriteRecord] = []
+        studies_written: list[WriteRecord] = []
+        for uid, group, patient in todo:
+            study_puts = await _study_puts(tx, ctx, uid, group, patient)
+            if study_puts:
+                puts += study_puts
+                studies_written.append(study_puts[-1])
+        if not puts:
+            return False
+        await tx.put_many(puts)
+        for hook in hooks:  # the audit records of the write (one per patient), and others
+            await hook(tx, ctx, studies_written)
+        return True
+
+    # Every study of the request in one transaction: one commit (one fsync) for the
+    # request, however its instances mix studies. A PACS forwarding a worklist, or a
+    # sender whose files are not in study order, puts instances of dozens of studies
+    # in each request; a transaction per study cost each of them a commit and its
+    # share of the writer's hand-offs (measured: ~950 study transactions for 2,108
+    # instances in 26 requests, the exchange's CPU doubled).
+    return await store.transact(write) if todo else False
 
 
 async def _patient(store: Store, ctx: RequestContext, dataset: dict[str, Any], system: str,
@@ -117,11 +136,11 @@ async def _patient(store: Store, ctx: RequestContext, dataset: dict[str, Any], s
     return result.id
 
 
-async def _store_study(tx: Transaction, ctx: RequestContext, uid: str, group: list[Incoming],
-                       patient: str, hooks: Sequence[writes.WriteHook]) -> bool:
-    """Write one study's new instances and its series and study records (counts
-    kept up to date); mark the study for its ImagingStudy (hie.dicomweb.studies).
-    Returns whether anything was written."""
+async def _study_puts(tx: Transaction, ctx: RequestContext, uid: str, group: list[Incoming],
+                      patient: str) -> list[WriteRecord]:
+    """The records one study's new instances make: the instances, their series and
+    the study (counts kept up to date, the study marked for its ImagingStudy,
+    hie.dicomweb.studies), the study last; none when nothing changes."""
     source = records.dicom_source(ctx.source)
     await tx.lock(records.study_lock(ctx.source, uid))
     stamp = writes.stamp_now()
@@ -136,7 +155,7 @@ async def _store_study(tx: Transaction, ctx: RequestContext, uid: str, group: li
             continue  # the same instance again: nothing to write
         changed.append((item, rid, current))
     if not changed:
-        return False
+        return []
     study_rid = records.record_id(source, uid)
     study_rec = await tx.read(STUDY_TYPE, study_rid)
     # the study's sensitivity labels go with its DICOM records, so a hidden
@@ -169,10 +188,7 @@ async def _store_study(tx: Transaction, ctx: RequestContext, uid: str, group: li
                                    series=new_series, instances=sum(added.values())))
     new.add(STUDY_TYPE, study_rid, study_set, study_rec,
             pending=records.pending_since(study_rec) or stamp)
-    await tx.put_many(new.puts)
-    for hook in hooks:  # the audit record of the write (and any other hook)
-        await hook(tx, ctx, [new.puts[-1]])
-    return True
+    return new.puts
 
 
 @dataclass(slots=True)
