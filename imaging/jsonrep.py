@@ -146,11 +146,20 @@ def raw_json(raw: RawDataElement, encodings: list[str],
             vr = dictionary_VR(raw.tag)
         except KeyError:
             return None
+    return value_json(raw.tag, vr, raw.value if raw.length else b"", raw.is_little_endian,
+                      encodings, bulk_data_element_handler, bulk_data_threshold)
+
+
+def value_json(tag: int, vr: str, value: bytes, little: bool, encodings: list[str],
+               bulk_data_element_handler: BulkHandler | None = None,
+               bulk_data_threshold: int = 1024) -> dict[str, Any] | None:
+    """:func:`raw_json` of an element's tag, VR (as pydicom would take it), value bytes
+    and byte order: what the Part 10 reader (:mod:`imaging.part10json`) calls straight
+    from a file's bytes, without making raw elements first."""
     kind = _KIND.get(vr)
     if kind is None:
         return None
-    value = raw.value
-    if raw.length == 0 or not value:
+    if not value:
         return {"vr": vr}
     if kind == _PLAIN_KIND:              # convert_string
         items = value.decode("latin_1").rstrip(" \0").split("\\")
@@ -168,9 +177,9 @@ def raw_json(raw: RawDataElement, encodings: list[str],
         return {"vr": vr, "InlineBinary": base64.b64encode(value).decode("ascii")}
     elif kind == _NUMBER:
         code, size = _NUMBERS[vr]
-        if len(value) % size or raw.tag in _LUT_DESCRIPTORS:
+        if len(value) % size or tag in _LUT_DESCRIPTORS:
             return None                  # pydicom refuses or rewrites these
-        key = (raw.is_little_endian, code, len(value) // size)
+        key = (little, code, len(value) // size)
         unpack = _STRUCTS.get(key)
         if unpack is None:
             unpack = struct.Struct(f"{'<' if key[0] else '>'}{key[2]}{code}").unpack
@@ -237,4 +246,4 @@ def pn_entry(groups: list[str]) -> dict[str, str]:
 
 
 __all__ = ["KnownJson", "dataset_json", "element_json", "fast_path_applies", "pn_entry",
-           "raw_json", "text_encodings"]
+           "raw_json", "text_encodings", "value_json"]

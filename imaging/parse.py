@@ -49,6 +49,7 @@ from imaging.jsonrep import (
     text_encodings,
 )
 from imaging.part10 import PIXEL_TAGS, UNDEFINED, Layout, walk
+from imaging.part10json import plain_json
 
 
 @dataclass(frozen=True)
@@ -70,15 +71,27 @@ _UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 _TAG_KEY = re.compile(r"[0-9A-Fa-f]{8}")
 
 
+class _Pending:
+    """An instance's data set not made yet (see :class:`_DatasetField`): what to make it
+    of, and the required UIDs, known already."""
+
+    uids: dict[str, str]
+
+    def make(self) -> Dataset:
+        raise NotImplementedError
+
+
 class _DatasetField:
-    """``Instance.dataset``, which an instance read from plain DICOM JSON makes only when
-    it is first asked for (a dataclass field with this descriptor as its "default")."""
+    """``Instance.dataset``, which an instance read from a plain Part 10 file or plain
+    DICOM JSON makes only when it is first asked for (a dataclass field with this
+    descriptor as its "default"): the C-STORE SCP, STOW-RS and the poller need only
+    its JSON and UIDs."""
 
     def __get__(self, instance: Instance | None, owner: type | None = None) -> Dataset:
         if instance is None:
             raise AttributeError("dataset")  # no default: the field stays required
         found = instance.__dict__["_dataset"]
-        if type(found) is _FromJson:
+        if isinstance(found, _Pending):
             found = instance.__dict__["_dataset"] = found.make()
         return found
 
@@ -97,16 +110,18 @@ class Instance:
     bulk_vrs: dict[str, str] = field(default_factory=dict)   # tag path → VR of each bulk tag
     bulk_uris: dict[str, str] = field(default_factory=dict)  # tag path → BulkDataURI from JSON
     #: the JSON the reader already made, for to_dicom_json to use once: from a Part 10
-    #: file, of raw elements (each entry only while that very element is still in
-    #: ``dataset``); from plain DICOM JSON, the whole data set's (only while ``dataset``
-    #: has not been made, so nothing can have changed it)
+    #: file read the general way, of raw elements (each entry only while that very
+    #: element is still in ``dataset``); from a plain Part 10 file or plain DICOM JSON,
+    #: the whole data set's (only while ``dataset`` has not been made, so nothing can
+    #: have changed it)
     known_json: KnownJson | dict[str, Any] | None = field(default=None, repr=False,
                                                           compare=False)
 
     @property
     def dataset_made(self) -> bool:
-        """False while an instance read from DICOM JSON has not made its ``dataset``."""
-        return type(self.__dict__["_dataset"]) is not _FromJson
+        """False while an instance read from a plain Part 10 file or DICOM JSON has not
+        made its ``dataset``."""
+        return not isinstance(self.__dict__["_dataset"], _Pending)
 
     @property
     def study_uid(self) -> str:
@@ -130,7 +145,7 @@ class Instance:
 
     def _uid(self, tag: str, keyword: str) -> str:
         pending = self.__dict__["_dataset"]
-        if type(pending) is _FromJson:
+        if isinstance(pending, _Pending):
             return pending.uids[tag]
         return _uid_text(self.dataset, int(tag, 16), keyword)
 
@@ -195,13 +210,54 @@ def read_instance(data: bytes | str | os.PathLike, *, limits: Limits = DEFAULT_L
         size = len(data)
         _check_size(size, limits)
         body = bytes(data)
-        return _read(lambda: io.BytesIO(body), size, limits, body)
+        if _PLAIN_PART10 and fast_path_applies():
+            found = _read_plain(body, limits)
+            if found is not None:
+                return found
+        return _read_bytes(body, limits)
     try:
         size = os.stat(data).st_size
     except OSError as exc:
         raise DicomError(f"cannot read the file: {exc.strerror}") from None
     _check_size(size, limits)
     return _read(lambda: open(data, "rb"), size, limits)  # noqa: SIM115 - closed by _read
+
+
+def _read_bytes(body: bytes, limits: Limits) -> Instance:
+    return _read(lambda: io.BytesIO(body), len(body), limits, body)
+
+
+#: Whether :func:`read_instance` tries :mod:`imaging.part10json` first (tests turn it off
+#: to compare with the general reader).
+_PLAIN_PART10 = True
+
+
+def _read_plain(body: bytes, limits: Limits) -> Instance | None:
+    """The instance of a plain Part 10 file read in one pass (its data set made from
+    ``body`` by the general reader if asked for), or None: read it the general way."""
+    try:
+        found = plain_json(body, max_element_bytes=limits.max_element_bytes,
+                           max_elements=limits.max_elements)
+    except Exception:  # NotPlain, or whatever pydicom raised on the character set
+        return None
+    uids = found.uids
+    if not all(is_valid_uid(uid) for uid in uids.values()):
+        return None                      # refused, by the general reader
+    return Instance(dataset=_FromPart10(body, limits, uids),  # type: ignore[arg-type]
+                    bulk_tags=[path for path, _ in found.bulk],
+                    transfer_syntax=found.transfer_syntax,
+                    bulk_vrs=dict(found.bulk), known_json=found.json)
+
+
+class _FromPart10(_Pending):
+    """A plain Part 10 file's data set not made yet: the file (``bytes``: the instance
+    keeps it alive until then), read again the general way when asked for."""
+
+    def __init__(self, body: bytes, limits: Limits, uids: dict[str, str]) -> None:
+        self.body, self.limits, self.uids = body, limits, uids
+
+    def make(self) -> Dataset:
+        return _read_bytes(self.body, self.limits).dataset
 
 
 def _check_size(size: int, limits: Limits) -> None:
@@ -377,7 +433,7 @@ def _instance_from_plain_json(obj: dict, limits: Limits) -> Instance:
                     known_json=known)
 
 
-class _FromJson:
+class _FromJson(_Pending):
     """An instance's data set not made yet: the DICOM JSON to make it from."""
 
     def __init__(self, obj: dict, limits: Limits, uids: dict[str, str]) -> None:

@@ -5,10 +5,11 @@ A request's instances are stored in one store transaction, serialised per study
 study records (counts kept up to date) and a mark on the study record that its
 FHIR ``ImagingStudy`` is due; the audit records (one per patient) commit with
 them. :mod:`hie.dicomweb.studies` then writes the ImagingStudy within a second
-(one version for however many requests brought instances meanwhile). Every study is linked to the hospital's
-``Patient`` with the DICOM ``PatientID`` as identifier (created from the DICOM
-demographics when the hospital has not registered it yet), so the master
-patient index and the consent gate apply to it like to any other record.
+(one version for however many requests brought instances meanwhile). Every study
+is linked to the hospital's ``Patient`` with the DICOM ``PatientID`` as identifier
+(created from the DICOM demographics when the hospital has not registered it yet),
+so the master patient index and the consent gate apply to it like to any other
+record.
 
 Sending an instance again is idempotent: the same SOP Instance UID from the
 same hospital in the same study replaces its metadata, and an identical copy
