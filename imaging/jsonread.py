@@ -118,7 +118,7 @@ def attribute_json(attr: dict[str, Any]) -> dict[str, Any]:
 
 def kept_as_is(vr: str, values: list, limit: int) -> bool:
     """Whether ``{"vr": vr, "Value": values}`` (``values`` not empty) is within ``limit``
-    written out -- the walk's check, :func:`imaging.parse._longer_than` -- and is, as it
+    written out -- the walk's check, :func:`imaging.jsonparse._longer_than` -- and is, as it
     is, the JSON pydicom writes back for it: text it would not split, UIDs it would not
     strip, integers, finite floats. False means "ask :func:`attribute_json`", not
     "refuse"; person names, tags and the rest are left to it."""

@@ -20,16 +20,14 @@ from pydicom import config
 
 from imaging.errors import DicomError
 from imaging.jsonmodel import to_dicom_json
-from imaging.jsonread import Unsure, attribute_json, kept_as_is
-from imaging.parse import (
-    DEFAULT_LIMITS,
-    Limits,
+from imaging.jsonparse import (
     _instance_from_plain_json,
     _instance_through_pydicom,
     _JsonState,
     instance_from_json,
-    read_instance,
 )
+from imaging.jsonread import Unsure, attribute_json, kept_as_is
+from imaging.parse import DEFAULT_LIMITS, Limits, read_instance
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
