@@ -229,18 +229,27 @@ class Outbox:
         # noted before the commit, so that a pusher claiming the moment the rows are
         # visible already knows they are fresh (see Pusher._stow_hold)
         self._fresh.note(len(messages), {m.kind for m in messages})
-        with self._tx() as db:
-            for m in messages:
-                cur = db.execute(
-                    "INSERT INTO message (patient_key, kind, source, payload, created, "
-                    "after_key) VALUES (?, ?, ?, ?, ?, ?)",
-                    (m.patient_key, m.kind, m.source, m.payload, now, m.after))
-                assert cur.lastrowid is not None
-                ids.append(cur.lastrowid)
-            for key, value in (remember or {}).items():
-                self._set_meta(db, f"memo:{key}", value)
+        if len(messages) == 1 and not remember:
+            # one row: the statement is its own transaction (autocommit), as durable
+            # and as atomic, without a BEGIN and a COMMIT of its own (the usual case:
+            # a C-STORE, an HL7 message; ~10 % of the put's CPU)
+            ids.append(self._insert(self._db(), messages[0], now))
+        else:
+            with self._tx() as db:
+                ids.extend(self._insert(db, m, now) for m in messages)
+                for key, value in (remember or {}).items():
+                    self._set_meta(db, f"memo:{key}", value)
         self.wake()
         return ids
+
+    @staticmethod
+    def _insert(db: sqlite3.Connection, m: NewMessage, now: float) -> int:
+        cur = db.execute(
+            "INSERT INTO message (patient_key, kind, source, payload, created, after_key) "
+            "VALUES (?, ?, ?, ?, ?, ?)", (m.patient_key, m.kind, m.source, m.payload, now,
+                                          m.after))
+        assert cur.lastrowid is not None
+        return cur.lastrowid
 
     @property
     def fresh(self) -> Fresh:

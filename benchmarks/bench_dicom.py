@@ -265,8 +265,11 @@ def hie_dimse(files: Files, warm: list[Path], work: Path, *, workers: int) -> Fi
                 run_storescu(scu)
                 acked = time.perf_counter() - start
                 total = len(warm) + len(files.paths)
+                # polled every 20 ms: the time the last instance became queryable,
+                # to that resolution (Orthanc's side holds everything once storescu
+                # is done; its first count answers at once)
                 wait_until(lambda: qido_count(server, bearer), total,
-                           max(120.0, 20 * acked))
+                           max(120.0, 20 * acked), interval=0.02)
                 seconds = time.perf_counter() - start
             exchange_cpu = server.cpu_seconds() - exchange0
             adapter_cpu = process_cpu(adapter.pid) - adapter0
