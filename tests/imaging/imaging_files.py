@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import random
 import struct
 import warnings
 from pathlib import Path
@@ -81,3 +82,19 @@ def readable() -> list[Path]:
                 continue
             found.append(path)
     return found
+
+
+def damaged(original: bytes, rng: random.Random) -> bytes:
+    """``original`` with one to four damages past the preamble: a byte changed, a run of
+    0xFF written (a length of 0xFFFFFFFF, often), or up to 40 bytes cut out."""
+    data = bytearray(original)
+    for _ in range(rng.randint(1, 4)):
+        at = rng.randrange(132, len(data))
+        choice = rng.random()
+        if choice < 0.5:
+            data[at] = rng.randrange(256)
+        elif choice < 0.75:
+            data[at:at + 4] = b"\xff\xff\xff\xff"
+        else:
+            del data[at:at + rng.randint(1, 40)]
+    return bytes(data)

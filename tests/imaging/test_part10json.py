@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 import pytest
-from imaging_files import TEST_FILES, dataset, part10
+from imaging_files import TEST_FILES, damaged, dataset, part10
 from pydicom import config
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
@@ -145,22 +145,6 @@ def test_the_data_set_made_first_is_the_general_readers(synthetic: list[bytes]) 
     assert taken
 
 
-def _damaged(original: bytes, rng: random.Random) -> bytes:
-    """``original`` with a few bytes changed, runs of 0xFF written or bytes cut out, as
-    ``test_dicom_parse`` damages files."""
-    data = bytearray(original)
-    for _ in range(rng.randint(1, 4)):
-        at = rng.randrange(132, len(data))
-        choice = rng.random()
-        if choice < 0.5:
-            data[at] = rng.randrange(256)
-        elif choice < 0.75:
-            data[at:at + 4] = b"\xff\xff\xff\xff"
-        else:
-            del data[at:at + rng.randint(1, 40)]
-    return bytes(data)
-
-
 @pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm", "MR_small_implicit.dcm",
                                   "JPEG2000.dcm", "SC_rgb_jpeg.dcm", "rtplan.dcm",
                                   "SC_rgb_small_odd.dcm", "MR_small_bigendian.dcm"])
@@ -168,7 +152,7 @@ def test_damaged_test_files_are_read_or_refused_alike(name: str) -> None:
     rng = random.Random(name)
     original = (TEST_FILES / name).read_bytes()
     for _ in range(120):
-        same(_damaged(original, rng))
+        same(damaged(original, rng))
 
 
 def test_damaged_synthetic_instances_are_read_or_refused_alike(
@@ -179,9 +163,9 @@ def test_damaged_synthetic_instances_are_read_or_refused_alike(
         # the meta group and the data set's first elements, where damage changes most
         head = original[:4096]
         for _ in range(100):
-            taken += bool(same(_damaged(head, rng) + original[4096:]))
+            taken += bool(same(damaged(head, rng) + original[4096:]))
         for _ in range(25):
-            taken += bool(same(_damaged(original, rng)))
+            taken += bool(same(damaged(original, rng)))
     assert taken > 30
 
 
