@@ -29,6 +29,7 @@ import socket
 import socketserver
 import struct
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -80,10 +81,18 @@ class _Reader:
         self.sock = sock
         self.quickack = quickack
         self.buffer = bytearray()
+        #: while set (time.monotonic()), the whole read must end by then: the
+        #: A-ASSOCIATE-RQ may not trickle in a byte per timeout (PS3.8's ARTIM timer)
+        self.deadline: float | None = None
 
     def exact(self, n: int) -> bytes:
         buffer = self.buffer
         while len(buffer) < n:
+            if self.deadline is not None:
+                left = self.deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                self.sock.settimeout(left)
             chunk = self.sock.recv(max(n - len(buffer), 256 * 1024))
             if not chunk:
                 raise _Closed
@@ -189,7 +198,12 @@ class Association:
             self.sock.sendall(data)
 
     def _associate(self) -> bool:
-        kind, body = self.reader.pdu(_MAX_RQ)
+        self.reader.deadline = time.monotonic() + self.settings.network_timeout
+        try:
+            kind, body = self.reader.pdu(_MAX_RQ)
+        finally:
+            self.reader.deadline = None
+            self.sock.settimeout(self.settings.network_timeout)
         if kind != ul.ASSOCIATE_RQ:
             raise ul.ProtocolError(f"PDU type {kind:#04x} before an association",
                                    ul.ABORT_UNEXPECTED_PDU)
@@ -304,7 +318,29 @@ class AcceptorServer(socketserver.ThreadingTCPServer):
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
         self._admitted = 0
+        self._starting = 0  # accepted, its thread not yet in finish_request
         super().__init__(address, socketserver.BaseRequestHandler)
+
+    def process_request(self, request: socket.socket,  # type: ignore[override]
+                        client_address: object) -> None:
+        """A thread for the connection, unless twice ``max_associations`` are open
+        already (admitted or still negotiating): then it is closed at once, so that a
+        flood of connections costs neither threads nor memory."""
+        with self._lock:
+            full = len(self._open) + self._starting >= 2 * self.settings.max_associations
+            if not full:
+                self._starting += 1
+        if full:
+            log.warning("connection from %s closed: %d connections open already",
+                        client_address, 2 * self.settings.max_associations)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            with self._lock:
+                self._starting -= 1
+            raise
 
     def finish_request(self, request: socket.socket, client_address: object) -> None:  # type: ignore[override]
         sock = request
@@ -312,6 +348,7 @@ class AcceptorServer(socketserver.ThreadingTCPServer):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self._lock:
             self._open.add(sock)
+            self._starting -= 1
         admitted = False
 
         def admit() -> bool:

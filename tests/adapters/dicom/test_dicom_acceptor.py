@@ -3,6 +3,7 @@ and with raw sockets sending what no good peer sends."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import struct
@@ -241,6 +242,43 @@ def test_a_silent_peer_is_aborted_after_the_network_timeout(seen: list[StoreRequ
             kind, _ = _read_pdu(sock)
             assert kind == ul.ABORT and 0.25 < time.monotonic() - start < 3
     finally:
+        server.shutdown()
+
+
+def test_a_request_trickling_in_is_aborted_when_its_time_is_up(seen: list[StoreRequest]):
+    """Each byte in time for the socket's timeout, the whole request not in time for
+    the association's (PS3.8's ARTIM): aborted all the same."""
+    server = serve(seen, network_timeout=0.5)
+    try:
+        with _connect(server) as sock:
+            start = time.monotonic()
+            rq = scpkit.pynetdicom_rq([(CTImageStorage, ["1.2.840.10008.1.2.1"])], called=AET)
+            sock.sendall(struct.pack(">BxI", ul.ASSOCIATE_RQ, len(rq)))
+            with contextlib.suppress(OSError):
+                for byte in rq[:40]:  # 4 s, a byte every 0.1 s
+                    sock.sendall(bytes([byte]))
+                    time.sleep(0.1)
+            kind, _ = _read_pdu(sock)
+            assert kind == ul.ABORT and time.monotonic() - start < 2.0
+    finally:
+        server.shutdown()
+
+
+def test_a_flood_of_connections_costs_no_thread_beyond_twice_the_limit(
+        seen: list[StoreRequest]):
+    server = serve(seen, max_associations=2)
+    held = []
+    try:
+        for _ in range(4):  # connected, saying nothing: each holds a thread
+            held.append(_connect(server))
+        assert wait_for(lambda: server.active == 4)
+        with _connect(server) as extra:  # the fifth is closed at once
+            extra.settimeout(2)
+            assert extra.recv(1) == b""  # not a timeout: no thread is waiting on it
+        assert server.active == 4
+    finally:
+        for sock in held:
+            sock.close()
         server.shutdown()
 
 
