@@ -18,8 +18,9 @@ import importlib
 import json
 import logging
 import sys
-import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -62,7 +63,10 @@ def _client(settings: AdapterSettings) -> ExchangeClient:
                           private_pem=settings.key_file.read_text(), kid=settings.kid)
 
 
-def _start_pusher(settings: AdapterSettings, outbox: Outbox) -> tuple[Pusher, threading.Thread]:
+@contextmanager
+def _pushing(settings: AdapterSettings, outbox: Outbox) -> Iterator[Pusher]:
+    """The pusher running in a thread while the command's source runs; stopped (its
+    client closed) when the source ends, an interrupt being a normal end."""
     pusher = Pusher(outbox, _client(settings))
     # Every command that sends starts here, its modules loaded: freeze what is alive
     # now out of the collector's way. Each message keeps thousands of objects alive
@@ -70,9 +74,22 @@ def _start_pusher(settings: AdapterSettings, outbox: Outbox) -> tuple[Pusher, th
     # full collection would otherwise walk every module, pydicom's dictionary included.
     gc.collect()
     gc.freeze()
-    thread = threading.Thread(target=pusher.run, name="pusher", daemon=True)
-    thread.start()
-    return pusher, thread
+    pusher.start()
+    try:
+        yield pusher
+    except KeyboardInterrupt:
+        pass
+    finally:
+        pusher.stop()
+        pusher.client.close()
+
+
+def _drained(pusher: Pusher, outbox: Outbox) -> list[Any]:
+    """Let the pusher settle everything queued, then return the dead letters."""
+    pusher.finish()  # the pusher returns once everything queued is settled
+    assert pusher.thread is not None
+    pusher.thread.join()
+    return outbox.status().dead_letters
 
 
 @app.command()
@@ -93,30 +110,21 @@ def fhir(path: Annotated[Path, typer.Argument(exists=True, file_okay=False)],
     settings = _settings(exchange, client_id, key, kid, outbox, push=True)
     box = Outbox(settings.outbox)
     source = FhirFolder(path, box, progress=not watch, id_system=id_system)
-    pusher, thread = _start_pusher(settings, box)
-    try:
+    with _pushing(settings, box) as pusher:
         if watch:
             while True:
                 source.run_once(settle=1.0)
                 time.sleep(interval)
         start = time.monotonic()
         source.run_once()
-        pusher.finish()  # backfill: the pusher returns once everything queued is settled
-        thread.join()
+        dead = _drained(pusher, box)  # a backfill: done once everything is settled
         summary = source.summary
-        status = box.status()
         typer.echo(f"{summary.line()}; {pusher.sent} message(s) delivered, "
-                   f"{len(status.dead_letters)} dead letter(s), "
-                   f"{time.monotonic() - start:.1f} s", err=True)
+                   f"{len(dead)} dead letter(s), {time.monotonic() - start:.1f} s", err=True)
         for failure in summary.failures:
             typer.echo(f"failed: {failure}", err=True)
-        if summary.failed or status.dead_letters:
+        if summary.failed or dead:
             raise typer.Exit(1)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        pusher.stop()
-        pusher.client.close()
 
 
 @app.command()
@@ -157,14 +165,9 @@ def hl7v2(listen: Annotated[str, typer.Option(help="HOST:PORT of the MLLP listen
     serve = _optional("adapters.hl7v2.listener", "serve")
     settings = _settings(exchange, client_id, key, kid, outbox, push=True)
     box = Outbox(settings.outbox)
-    pusher, _ = _start_pusher(settings, box)
     host, _, port = listen.rpartition(":")
-    try:
+    with _pushing(settings, box):
         asyncio.run(serve(host or "127.0.0.1", int(port), outbox=box))
-    except KeyboardInterrupt:
-        pass
-    finally:
-        pusher.stop()
 
 
 @app.command()
@@ -195,8 +198,7 @@ def dicom(listen: Annotated[str | None, typer.Option(help="HOST:PORT of the C-ST
     else:
         poller_class = _optional("adapters.sources.dicom_poller", "PacsPoller")
     box = Outbox(settings.outbox)
-    pusher, thread = _start_pusher(settings, box)
-    try:
+    with _pushing(settings, box) as pusher:
         if listen is not None:
             host, _, port = listen.rpartition(":")
             serve(host or "127.0.0.1", int(port), outbox=box, settings=scp_settings)
@@ -206,18 +208,11 @@ def dicom(listen: Annotated[str | None, typer.Option(help="HOST:PORT of the C-ST
             poller.run(interval=interval)
             return
         summary = poller.poll_once()
-        pusher.finish()  # the pusher returns once everything queued is settled
-        thread.join()
-        dead = box.status().dead_letters
+        dead = _drained(pusher, box)
         typer.echo(f"{summary.line()}; {pusher.sent} instance(s) delivered, "
                    f"{len(dead)} dead letter(s)", err=True)
         if summary.failed or dead:
             raise typer.Exit(1)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        pusher.stop()
-        pusher.client.close()
 
 
 def _optional(module: str, name: str) -> Any:

@@ -71,28 +71,40 @@ ORDER BY m.id LIMIT :limit
 
 @dataclass
 class Fresh:
-    """Messages put through one :class:`Outbox` object since its last claim: what
-    the pusher needs to let a batch of instances fill up before it sends it."""
+    """Messages put through one :class:`Outbox` object and not claimed yet, as far as
+    this process saw them: what the pusher needs to let a batch of instances fill up
+    before it sends it. Puts and claims run in different threads, hence the lock."""
 
     count: int = 0
     kinds: set[str] = field(default_factory=set)
-    first: float = 0.0  # time.monotonic() of the first put, 0 if none
+    first: float = 0.0  # time.monotonic() of the oldest put still counted, 0 if none
     last: float = 0.0   # and of the latest
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def note(self, count: int, kinds: set[str]) -> None:
         now = time.monotonic()
-        self.first = self.first or now
-        self.last = now
-        self.count += count
-        self.kinds |= kinds
+        with self.lock:
+            self.first = self.first or now
+            self.last = now
+            self.count += count
+            self.kinds |= kinds
+
+    def snapshot(self) -> tuple[int, frozenset[str], float, float]:
+        """(count, kinds, first, last), read together."""
+        with self.lock:
+            return self.count, frozenset(self.kinds), self.first, self.last
 
     def claimed(self, count: int) -> None:
-        """``count`` messages were claimed: they are no longer waiting to fill a batch
-        (puts are noted before their commit, so what a claim finds was noted)."""
-        self.count = max(0, self.count - count)
-        if not self.count:
-            self.first = self.last = 0.0
-            self.kinds = set()
+        """``count`` messages were claimed, or their put failed: they no longer wait to
+        fill a batch. Puts are noted before their commit, so what a claim finds was
+        noted; what is still counted afterwards came after the claim's select."""
+        with self.lock:
+            self.count = max(0, self.count - count)
+            if not self.count:
+                self.first = self.last = 0.0
+                self.kinds = set()
+            elif count:
+                self.first = self.last
 
 
 class NewMessage(NamedTuple):
@@ -229,16 +241,20 @@ class Outbox:
         # noted before the commit, so that a pusher claiming the moment the rows are
         # visible already knows they are fresh (see Pusher._stow_hold)
         self._fresh.note(len(messages), {m.kind for m in messages})
-        if len(messages) == 1 and not remember:
-            # one row: the statement is its own transaction (autocommit), as durable
-            # and as atomic, without a BEGIN and a COMMIT of its own (the usual case:
-            # a C-STORE, an HL7 message; ~10 % of the put's CPU)
-            ids.append(self._insert(self._db(), messages[0], now))
-        else:
-            with self._tx() as db:
-                ids.extend(self._insert(db, m, now) for m in messages)
-                for key, value in (remember or {}).items():
-                    self._set_meta(db, f"memo:{key}", value)
+        try:
+            if len(messages) == 1 and not remember:
+                # one row: the statement is its own transaction (autocommit), as
+                # durable and as atomic, without a BEGIN and a COMMIT of its own (the
+                # usual case: a C-STORE, an HL7 message; ~10 % of the put's CPU)
+                ids.append(self._insert(self._db(), messages[0], now))
+            else:
+                with self._tx() as db:
+                    ids.extend(self._insert(db, m, now) for m in messages)
+                    for key, value in (remember or {}).items():
+                        self._set_meta(db, f"memo:{key}", value)
+        except BaseException:
+            self._fresh.claimed(len(messages))  # nothing was stored
+            raise
         self.wake()
         return ids
 

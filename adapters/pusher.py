@@ -59,6 +59,7 @@ class Pusher:
         self.sent = 0
         self.refused = 0
         self.on_sent: Callable[[Message], None] | None = None
+        self.thread: threading.Thread | None = None  # set by start()
         outbox.recover()
 
     def send(self, message: Message) -> Result:
@@ -132,6 +133,11 @@ class Pusher:
         list(pool.map(lambda job: job(), jobs))
         return claimed
 
+    def start(self) -> None:
+        """:meth:`run` in a daemon thread of its own (:attr:`thread`)."""
+        self.thread = threading.Thread(target=self.run, name="pusher", daemon=True)
+        self.thread.start()
+
     def run(self, *, drain: bool = False) -> None:
         """Send until :meth:`stop` (or, with ``drain`` or after :meth:`finish`, until
         nothing is left waiting), ``workers`` requests in flight."""
@@ -192,11 +198,10 @@ class Pusher:
         are queued, the oldest has waited ``stow_linger`` seconds, or none came for
         ``stow_quiet`` seconds (the sender is done): at most a quarter of a second
         of extra latency for an instance, 20 ms at the end of an association."""
-        fresh = self.outbox.fresh
-        if (self.stow_linger <= 0 or not fresh.count or fresh.kinds != {"dicom"}
-                or fresh.count >= stow.BATCH):
+        count, kinds, first, last = self.outbox.fresh.snapshot()
+        if self.stow_linger <= 0 or not count or kinds != {"dicom"} or count >= stow.BATCH:
             return 0.0
-        until = min(fresh.last + self.stow_quiet, fresh.first + self.stow_linger)
+        until = min(last + self.stow_quiet, first + self.stow_linger)
         return max(0.0, until - time.monotonic())
 
     def _note_reachability(self, result: Result) -> None:

@@ -19,7 +19,7 @@ from hie.dicomweb import stow
 from hie.fhir import writes
 from hie.store.base import Store
 from imaging.jsonmodel import to_dicom_json
-from imaging.parse import instance_from_json
+from imaging.jsonparse import instance_from_json
 
 #: modality, SOP class, body part, description, (series description, instances) per series
 STUDIES = (
@@ -60,8 +60,7 @@ async def seed_study(store: Store, hooks: Sequence[writes.WriteHook], *, hospita
             instance = instance_from_json(doc)
             stored = stow.Stored(instance.sop_class_uid, instance.sop_uid, instance.study_uid,
                                  instance.series_uid)
-            incoming.append(stow.Incoming(instance, to_dicom_json(instance, instance_url=url),
-                                          stored))
+            incoming.append(stow.Incoming(to_dicom_json(instance, instance_url=url), stored))
     await stow.store_instances(store, RequestContext(organization=hospital), incoming,
                                patient_id_system=mrn_system, hooks=hooks)
     failed = [i.outcome.reason for i in incoming if i.outcome.failure is not None]

@@ -1,6 +1,6 @@
 """DICOM JSON in: one data set (PS3.18 F.2) becomes an :class:`~imaging.parse.Instance`
 holding metadata only, or is refused with a :class:`~imaging.errors.DicomError`
-(:func:`instance_from_json`, re-exported by :mod:`imaging.parse`).
+(:func:`instance_from_json`).
 
 The plain cases are read along :mod:`imaging.jsonread` without pydicom; anything else
 goes through ``Dataset.from_json`` with the same limits and the same refusals.

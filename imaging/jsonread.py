@@ -9,7 +9,7 @@ integers and decimals as JSON numbers, inline binary in canonical base64 -- the 
 is known without building anything, and :func:`attribute_json` writes it. Anything else
 (``null`` values, numbers as strings, a value where pydicom would split, strip, coerce,
 warn about or refuse it, UN, an unknown VR, extra keys) raises :class:`Unsure`, and the
-caller asks pydicom (:func:`imaging.parse.instance_from_json` reads the whole data set
+caller asks pydicom (:func:`imaging.jsonparse.instance_from_json` reads the whole data set
 through pydicom then). Compared with pydicom's own result over every readable test file,
 the synthetic instances and malformed variants in ``tests/imaging/test_dicom_json_plain.py``.
 

@@ -26,8 +26,17 @@ NUMBER_OF_STUDY_RELATED_SERIES = "00201206"
 NUMBER_OF_STUDY_RELATED_INSTANCES = "00201208"
 NUMBER_OF_SERIES_RELATED_INSTANCES = "00201209"
 
-#: Attributes that describe the data set itself and go with every level.
-COMMON_TAGS = frozenset({
+#: Attributes every level has with its own value (the study's RetrieveURL is not the
+#: instance's): a study or series view of an instance leaves them out.
+PER_LEVEL_TAGS = frozenset({
+    "00080054",  # RetrieveAETitle
+    "00080056",  # InstanceAvailability
+    "00081190",  # RetrieveURL
+})
+
+#: Attributes that go with every level: those describing the data set itself, and
+#: those every level has with its own value.
+COMMON_TAGS = PER_LEVEL_TAGS | frozenset({
     "00080005",  # SpecificCharacterSet
     "00080201",  # TimezoneOffsetFromUTC
 })
@@ -48,15 +57,14 @@ STUDY_TAGS = COMMON_TAGS | frozenset({
     # general study
     "0020000D", "00080020", "00080030", "00080090", "00080096", "0008009C", "0008009D",
     "00200010", "00080050", "00080051", "00081030", "00081032", "00081048", "00081049",
-    "00081060", "00081062", "00081110", "00321034", "00321060", "00321064", "00080054",
-    "00080056", "00081190", "00401012",
+    "00081060", "00081062", "00081110", "00321034", "00321060", "00321064", "00401012",
     # computed
     MODALITIES_IN_STUDY, SOP_CLASSES_IN_STUDY, NUMBER_OF_STUDY_RELATED_SERIES,
     NUMBER_OF_STUDY_RELATED_INSTANCES,
 })
 
 #: General Series (C.7.3.1), General Equipment (C.7.5.1) and the performed procedure
-#: step summary; RetrieveURL and availability repeat at every level.
+#: step summary.
 SERIES_TAGS = COMMON_TAGS | frozenset({
     "00080060", "0020000E", "00200011", "00200060", "00080021", "00080031", "00081050",
     "00081052", "00181030", "0008103E", "0008103F", "00081070", "00081072", "00081111",
@@ -66,7 +74,6 @@ SERIES_TAGS = COMMON_TAGS | frozenset({
     # equipment
     "00080070", "00080080", "00080081", "00081010", "00081040", "00081090", "00181000",
     "00181020",
-    "00080054", "00080056", "00081190",
     NUMBER_OF_SERIES_RELATED_INSTANCES,
 })
 
@@ -77,12 +84,8 @@ INSTANCE_TAGS = COMMON_TAGS | frozenset({
     "00080023", "00080033", "00080022", "00080032", "0008002A", "00280008", "00280010",
     "00280011", "00280100", "00280002", "00280004", "00200020", "00200032", "00200037",
     "00200052", "00201041", "0040A043", "0040A491", "0040A493", "0040A496", "0040A504",
-    "0040A730", "00420010", "00700080", "00700081", "00080054", "00080056", "00081190",
+    "0040A730", "00420010", "00700080", "00700081",
 })
-
-#: Attributes every level has with its own value (the study's RetrieveURL is not the
-#: instance's): a study or series view of an instance leaves them out.
-PER_LEVEL_TAGS = frozenset({"00081190", "00080054", "00080056"})
 
 _ABOVE: dict[Level, frozenset[str]] = {
     "study": STUDY_TAGS,
@@ -92,7 +95,7 @@ _ABOVE: dict[Level, frozenset[str]] = {
 
 def level_of(tag: str) -> Level | None:
     """The highest level an attribute belongs to (None: every level has it)."""
-    if tag in COMMON_TAGS or tag in PER_LEVEL_TAGS:
+    if tag in COMMON_TAGS:
         return None
     if tag in STUDY_TAGS:
         return "study"

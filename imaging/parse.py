@@ -1,5 +1,6 @@
-"""Instances in: a DICOM Part 10 file or one DICOM JSON data set becomes an
-:class:`Instance` holding metadata only, or is refused with a :class:`DicomError`.
+"""Instances in: a DICOM Part 10 file becomes an :class:`Instance` holding metadata
+only, or is refused with a :class:`DicomError` (one DICOM JSON data set:
+:mod:`imaging.jsonparse`).
 
 Pixel data and other bulk values never enter the result: a Part 10 file is first
 walked by :func:`imaging.part10.walk` (headers only, limits enforced), then pydicom
@@ -362,7 +363,3 @@ def _drop(ds: Dataset, path: str) -> None:
         ds = ds[int(seq_tag, 16)].value[int(index)]
     if int(parts[-1], 16) in ds:
         del ds[int(parts[-1], 16)]
-
-
-# the DICOM JSON half, which builds on this module (and is imported with it)
-from imaging.jsonparse import instance_from_json as instance_from_json  # noqa: E402

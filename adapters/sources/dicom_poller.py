@@ -4,7 +4,7 @@ Each poll asks QIDO-RS for the studies (``GET {pacs}/studies``, paged with
 ``limit``/``offset``, with their NumberOfStudyRelatedInstances) and, for every
 study whose instance count differs from what the poller remembers, reads WADO-RS
 metadata (``GET {pacs}/studies/{uid}/metadata``). Every instance not sent yet
-goes through ``imaging.parse.instance_from_json`` and ``to_dicom_json`` into the
+goes through ``imaging.jsonparse.instance_from_json`` and ``to_dicom_json`` into the
 outbox as a ``dicom`` message whose RetrieveURL and BulkDataURIs point at the
 PACS itself (``{pacs}/studies/{s}/series/{se}/instances/{i}``): the PACS keeps
 the pixels.
@@ -36,7 +36,7 @@ from adapters.sources import dicom_messages
 from adapters.sources.dicom_messages import OutboxLike
 from imaging.errors import DicomError
 from imaging.jsonmodel import to_dicom_json
-from imaging.parse import instance_from_json
+from imaging.jsonparse import instance_from_json
 
 log = logging.getLogger(__name__)
 

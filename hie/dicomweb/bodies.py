@@ -19,7 +19,8 @@ from hie.dicomweb.multipart import MultipartError, media_type, parse
 from hie.dicomweb.stow import COERCED, PROCESSING_FAILURE, Incoming, Stored
 from imaging.errors import DicomError
 from imaging.jsonmodel import to_dicom_json
-from imaging.parse import Instance, instance_from_json, read_instance
+from imaging.jsonparse import instance_from_json
+from imaging.parse import Instance, read_instance
 
 DICOM = "application/dicom"
 DICOM_JSON = "application/dicom+json"
@@ -108,7 +109,7 @@ def _incoming(instance: Instance) -> Incoming | Stored:
     except Exception as e:  # noqa: BLE001 — pydicom's encoders raise many kinds
         stored.failure, stored.reason = PROCESSING_FAILURE, f"cannot encode the metadata: {e}"
         return stored
-    return Incoming(instance, dataset, stored)
+    return Incoming(dataset, stored)
 
 
 def _uid(item: dict[str, Any], tag: str) -> str | None:

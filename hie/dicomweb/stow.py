@@ -38,7 +38,6 @@ from hie.fhir import writes
 from hie.store.base import Store, StoredResource, Transaction, WriteRecord
 from hie.store.query import AnyOf, Restriction, SearchQuery, TokenMatch
 from imaging.levels import level_view
-from imaging.parse import Instance
 
 #: PS3.4 / PS3.18 status codes used in the STOW-RS response.
 PROCESSING_FAILURE = 0x0110
@@ -61,9 +60,12 @@ class Stored:
 
 @dataclass(slots=True)
 class Incoming:
-    """One instance to store: its DICOM JSON and how it was received."""
+    """One instance to store: its DICOM JSON, and its outcome to report.
 
-    instance: Instance
+    Not the parsed :class:`~imaging.parse.Instance`: a Part 10 one may hold the whole
+    file (pixels too) until its data set is made, and a request's instances live until
+    its response is sent."""
+
     dataset: dict[str, Any]
     outcome: Stored
 

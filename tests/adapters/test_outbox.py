@@ -12,6 +12,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from adapters.outbox import NewMessage, Outbox
 
 
@@ -223,3 +225,18 @@ def test_done_many_forgets_a_batch_and_counts_it_delivered(tmp_path: Path):
     box.done_many([])
     state = box.status()
     assert state.delivered == 3 and state.depth == 2
+
+
+def test_fresh_counts_what_waits_to_be_claimed_and_forgets_a_failed_put(tmp_path: Path):
+    """The pusher's view of new messages (Pusher._stow_hold): a put counts until a claim
+    takes it; a put that stored nothing does not count at all."""
+    box = Outbox(tmp_path / "o.db")
+    box.put(patient_key="dicom:1", payload=b"{}", kind="dicom", source="t")
+    box.put(patient_key="dicom:2", payload=b"{}", kind="dicom", source="t")
+    count, kinds, first, last = box.fresh.snapshot()
+    assert (count, kinds) == (2, {"dicom"}) and 0 < first <= last
+    with pytest.raises(sqlite3.IntegrityError):  # payload is NOT NULL
+        box.put(patient_key="dicom:3", payload=None, kind="dicom", source="t")  # type: ignore[arg-type]
+    assert box.fresh.snapshot()[0] == 2
+    assert len(box.claim(10)) == 2
+    assert box.fresh.snapshot() == (0, frozenset(), 0.0, 0.0)

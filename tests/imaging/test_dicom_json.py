@@ -12,7 +12,8 @@ from imaging_files import SERIES, SOP, STUDY, TEST_FILES, dataset, part10, reada
 
 from imaging.errors import DicomError
 from imaging.jsonmodel import tag_of, to_dicom_json, values
-from imaging.parse import Instance, Limits, instance_from_json, read_instance
+from imaging.jsonparse import instance_from_json
+from imaging.parse import Instance, Limits, read_instance
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

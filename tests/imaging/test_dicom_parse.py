@@ -36,7 +36,7 @@ from pydicom.uid import (
 )
 
 from imaging.errors import DicomError
-from imaging.parse import DEFAULT_LIMITS, Limits, check_required, read_instance
+from imaging.parse import DEFAULT_LIMITS, Instance, Limits, check_required, read_instance
 from imaging.part10 import PIXEL_TAGS
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -136,6 +136,16 @@ def test_deflated_file_is_read() -> None:
 
 # -- memory -------------------------------------------------------------------------------
 
+def _read_traced(path: Path) -> tuple[Instance, int]:
+    """read_instance(path) and the peak of memory Python allocated meanwhile."""
+    tracemalloc.start()
+    try:
+        instance = read_instance(path)
+        return instance, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def test_reading_a_50_mb_file_from_a_path_never_loads_its_pixel_data(tmp_path: Path) -> None:
     size = 50 * 1024 * 1024
     ds = dataset(Rows=5120, Columns=5120, BitsAllocated=16, BitsStored=16, HighBit=15,
@@ -146,12 +156,7 @@ def test_reading_a_50_mb_file_from_a_path_never_loads_its_pixel_data(tmp_path: P
     del ds
     gc.collect()
     assert path.stat().st_size > size
-    tracemalloc.start()
-    try:
-        instance = read_instance(path)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    instance, peak = _read_traced(path)
     assert instance.bulk_tags == ["7FE00010"]
     assert "PixelData" not in instance.dataset
     assert peak < 2 * 1024 * 1024, f"peak {peak} bytes for a {size}-byte file"
@@ -166,12 +171,7 @@ def test_encapsulated_pixel_data_is_skipped_fragment_by_fragment(tmp_path: Path)
              + SEQUENCE_END)
     path = tmp_path / "jpeg.dcm"
     path.write_bytes(part10(dataset(), "1.2.840.10008.1.2.4.50", extra=pixel))
-    tracemalloc.start()
-    try:
-        instance = read_instance(path)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    instance, peak = _read_traced(path)
     assert instance.bulk_vrs == {"7FE00010": "OB"}
     assert peak < 2 * 1024 * 1024
 
