@@ -14,9 +14,8 @@ import dataclasses
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-import httpx
 import orjson
 
 from benchmarks.common import FHIR_JSON, percentile
@@ -25,6 +24,13 @@ from benchmarks.datagen.codes import ACUTE, CHRONIC, ICD10CM, LOINC
 
 PAGE = 50  # _count of the searches
 EVERYTHING_PAGE = 100
+
+
+class Getter(Protocol):
+    """What the timing needs of an HTTP client: :class:`benchmarks.common.LeanClient`
+    (the default) or an ``httpx.AsyncClient`` (``--client httpx``)."""
+
+    async def get(self, url: str, params: Any = None, headers: Any = None) -> Any: ...
 
 
 @dataclass
@@ -155,15 +161,15 @@ def _matches(body: bytes) -> tuple[int, int]:
             len(entries))
 
 
-async def _http(client: httpx.AsyncClient, url: str, params: list[tuple[str, str]]) -> bytes:
+async def _http(client: Getter, url: str, params: list[tuple[str, str]]) -> bytes:
     # params=None, not []: httpx replaces the URL's own query with an empty one.
     resp = await client.get(url, params=params or None, headers={"Accept": FHIR_JSON})
     if resp.status_code != 200:
-        raise RuntimeError(f"GET {resp.request.url}: HTTP {resp.status_code} {resp.text[:500]}")
+        raise RuntimeError(f"GET {resp.url}: HTTP {resp.status_code} {resp.text[:500]}")
     return resp.content
 
 
-async def _everything_http(client: httpx.AsyncClient, base: str, pid: str) -> tuple[int, int]:
+async def _everything_http(client: Getter, base: str, pid: str) -> tuple[int, int]:
     """Page through ``$everything``; return (entries, pages)."""
     url: str | None = f"{base}/Patient/{pid}/$everything"
     params: list[tuple[str, str]] = [("_count", str(EVERYTHING_PAGE))]
@@ -205,7 +211,7 @@ def _summary(name: str, selective: bool, matches: str, http: list[float],
             "store_p99": percentile(store, 99), "ratio": h50 / s50 if s50 else float("inf")}
 
 
-async def http_floor(client: httpx.AsyncClient, url: str, base: str, *,
+async def http_floor(client: Getter, url: str, base: str, *,
                      runs: int) -> list[dict]:
     """The fixed cost of one request, whatever it asks: ``GET /healthz`` (no
     store) and ``GET /fhir/metadata`` (through the FHIR router, no search), in
@@ -230,7 +236,7 @@ async def http_floor(client: httpx.AsyncClient, url: str, base: str, *,
     return out
 
 
-async def time_queries(client: httpx.AsyncClient, base: str, store: Any, queries: QuerySet,
+async def time_queries(client: Getter, base: str, store: Any, queries: QuerySet,
                        *, runs: int, everything_runs: int) -> list[dict]:
     """Time every query over HTTP and on the store; milliseconds."""
     results = []

@@ -34,6 +34,7 @@ from hie.config import Settings, get_settings
 from hie.dicomweb.labels import relabel_hook
 from hie.dicomweb.router import router as dicomweb_router
 from hie.dicomweb.studies import StudyWriter
+from hie.fhir import lane as fhir_lane
 from hie.fhir.access import AccessAuditMiddleware
 from hie.fhir.router import router as fhir_router
 from hie.fhir.writes import WriteHook
@@ -138,6 +139,7 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
     app.include_router(make_admin_router(admin=require_role(ROLE_ADMIN)))
     app.include_router(portal_router(portal_data, PortalConfig(base_url=settings.base_url)))
     include_consent_routes(app)
+    fhir_lane.install(app)  # last: in front of every route above
     # innermost first: the access audit notes what was read before metering counts it
     app.add_middleware(AccessAuditMiddleware)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,

@@ -18,14 +18,22 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to bind."),
           port: int = typer.Option(8080, help="Port to bind."),
           workers: int = typer.Option(1, help="Worker processes."),
           log_level: str = typer.Option("info", help="uvicorn log level.")) -> None:
-    """Run the exchange (FHIR API at /fhir) with the settings from HIE_* variables."""
+    """Run the exchange (FHIR API at /fhir) with the settings from HIE_* variables.
+
+    With more than one worker, the workers take turns accepting connections
+    (hie/serving.py), so the few long-lived connections of hospital systems
+    spread over them."""
     import uvicorn
 
     from hie.logs import served_log_config
+    from hie.serving import serve as run
 
-    uvicorn.run("hie.app:served_app", factory=True, host=host, port=port, workers=workers,
-                log_level=log_level, proxy_headers=True, access_log=False,
-                log_config=served_log_config(log_level))
+    config = uvicorn.Config("hie.app:served_app", factory=True, host=host, port=port,
+                            workers=workers, log_level=log_level, proxy_headers=True,
+                            access_log=False, log_config=served_log_config(log_level))
+    code = run(config)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 * :mod:`hie.audit.model` — :class:`AuditRecord`, what a caller hands in;
 * :mod:`hie.audit.fhir` — the record as a FHIR R4 ``AuditEvent`` and its index entries;
+* :mod:`hie.audit.index` — those index entries built directly (the writer's hot path);
 * :mod:`hie.audit.chain` — appending to the hash chain inside a store transaction;
 * :mod:`hie.audit.writes` — the write hook that audits FHIR writes in their transaction;
 * :mod:`hie.audit.log` — :class:`AuditLog`, the batched writer for read decisions;

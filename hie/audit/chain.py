@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from hie.audit.fhir import AUDIT_SOURCE, AUDIT_TYPE, CHAIN_URL, index_entries, to_audit_event
+from hie.audit.fhir import AUDIT_SOURCE, AUDIT_TYPE, CHAIN_URL, build_event, index_entries
 from hie.audit.model import AuditRecord, now_stamp
 from hie.context import INTERNAL_SOURCE
 from hie.store.base import Store, Transaction, VersionConflict, WriteRecord
@@ -67,7 +67,9 @@ def canonical(obj: Any) -> bytes:
 
 def chain_hash(previous: str, event: dict[str, Any]) -> str:
     """``sha256(previous || canonical(event))`` as hex; ``event`` without its hash."""
-    return hashlib.sha256(previous.encode("ascii") + canonical(event)).hexdigest()
+    digest = hashlib.sha256(previous.encode("ascii"))
+    digest.update(canonical(event))  # (no concatenated copy of the JSON)
+    return digest.hexdigest()
 
 
 def chain_fields(event: dict[str, Any]) -> tuple[int, str, str] | None:
@@ -103,18 +105,22 @@ def without_hash(event: dict[str, Any]) -> dict[str, Any]:
 def seal(record: AuditRecord, sequence: int, previous: str,
          stamp: str) -> tuple[dict[str, Any], bytes, str]:
     """Build the stored event for ``record`` at ``sequence``; return it, its
-    stored bytes and its hash."""
-    event = to_audit_event(record)
-    chain = {"url": CHAIN_URL, "extension": [
+    stored bytes and its hash.
+
+    The event is built in its stored member order (id, meta and the chain
+    extension first) rather than copied into it; the hash member is added to
+    the chain extension once the rest is hashed.
+    """
+    links: list[dict[str, Any]] = [
         {"url": "sequence", "valueDecimal": sequence},
         {"url": "previousHash", "valueString": previous},
-    ]}
-    event = {"resourceType": AUDIT_TYPE, "id": event_id(sequence),
-             "meta": {"versionId": "1", "lastUpdated": stamp + "Z", "source": AUDIT_SOURCE},
-             "extension": [chain, *event.pop("extension", [])],
-             **{k: v for k, v in event.items() if k != "resourceType"}}
+    ]
+    event = build_event(record, {
+        "resourceType": AUDIT_TYPE, "id": event_id(sequence),
+        "meta": {"versionId": "1", "lastUpdated": stamp + "Z", "source": AUDIT_SOURCE},
+    }, [{"url": CHAIN_URL, "extension": links}])
     digest = chain_hash(previous, event)
-    chain["extension"].append({"url": "hash", "valueString": digest})
+    links.append({"url": "hash", "valueString": digest})
     return event, orjson.dumps(event), digest
 
 

@@ -12,7 +12,9 @@ everything a privacy officer reads back is covered by the hash.
 Index entries come from the FHIR layer's extractor (the AuditEvent parameters
 of ``schemas/search_parameters.py``: ``patient``, ``agent``, ``entity``,
 ``date``, ``type``, ``subtype``, ``outcome``, ``action``, ``altid`` …), so FHIR
-search over audit events behaves like search over anything else.
+search over audit events behaves like search over anything else. (For the
+events built here :mod:`hie.audit.index` computes the very same entries
+without the generic walk.)
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from hie.audit.index import direct_index
 from hie.audit.model import PERSON_REF_PREFIX, AuditRecord, redact, redact_query
 from hie.fhir.search.extract import extract
 from hie.store.index import IndexEntries
@@ -149,7 +152,9 @@ def _agents(record: AuditRecord, purpose: list[dict[str, Any]]) -> list[dict[str
         })
     if not agents:  # e.g. a request refused before anyone was authenticated
         agents.append({"who": {"display": "unauthenticated caller"}, "requestor": True})
-    requestor = next((a for a in agents if a["requestor"]), agents[0])
+    # the first agent marked requestor (the practitioner, last when present),
+    # else the first agent
+    requestor = agents[-1] if record.practitioner else agents[0]
     requestor["requestor"] = True
     if purpose:
         requestor["purposeOfUse"] = purpose
@@ -158,40 +163,42 @@ def _agents(record: AuditRecord, purpose: list[dict[str, Any]]) -> list[dict[str
     return agents
 
 
-def _ref(value: str, resource_type: str | None) -> str:
-    return value if "/" in value or not resource_type else f"{resource_type}/{value}"
-
-
 def _entities(record: AuditRecord) -> list[dict[str, Any]]:
-    person_type = _coding(ENTITY_TYPE, "1", "Person")
-    patient_role = _coding(OBJECT_ROLE, "1", "Patient")
-    object_type = _coding(ENTITY_TYPE, "2", "System Object")
+    # Entities of one kind share their type and role objects: the JSON is the
+    # same, and there is one dict to build (and to index) instead of one each.
+    person_type = {"system": ENTITY_TYPE, "code": "1", "display": "Person"}
+    patient_role = {"system": OBJECT_ROLE, "code": "1", "display": "Patient"}
+    object_type = {"system": ENTITY_TYPE, "code": "2", "display": "System Object"}
     entities: list[dict[str, Any]] = []
     if record.person:
         entities.append({
             "what": {"reference": PERSON_REF_PREFIX + record.person,
                      "identifier": {"system": PERSON_SYSTEM, "value": record.person}},
             "type": person_type, "role": patient_role, "description": "regional person"})
-    for ref in record.patient_refs:
-        entities.append({"what": {"reference": redact(ref)}, "type": person_type,
-                         "role": patient_role})
-    for rid in record.resource_ids:
-        entities.append({"what": {"reference": redact(_ref(rid, record.resource_type))},
-                         "type": object_type,
-                         "role": _coding(OBJECT_ROLE, "4", "Domain Resource")})
+    if record.patient_refs:
+        entities += [{"what": {"reference": redact(ref)}, "type": person_type,
+                      "role": patient_role} for ref in record.patient_refs]
+    rtype = record.resource_type
+    if record.resource_ids:
+        # an id of resource_type, or a whole reference
+        resource_role = {"system": OBJECT_ROLE, "code": "4", "display": "Domain Resource"}
+        entities += [{"what": {"reference": redact(
+                          rid if "/" in rid or not rtype else f"{rtype}/{rid}")},
+                      "type": object_type, "role": resource_role}
+                     for rid in record.resource_ids]
     if record.query is not None or record.count is not None:
         query: dict[str, Any] = {"type": object_type,
                                  "role": _coding(OBJECT_ROLE, "24", "Query")}
-        if record.resource_type:
-            query["description"] = record.resource_type
+        if rtype:
+            query["description"] = rtype
         if record.query is not None:
             query["query"] = base64.b64encode(redact_query(record.query).encode()).decode()
         if record.count is not None:
             query["detail"] = [{"type": "count", "valueString": str(record.count)}]
         entities.append(query)
-    elif record.resource_type and not record.resource_ids:
+    elif rtype and not record.resource_ids:
         # a type-level interaction that names no resource (a refused create, say)
-        entities.append({"type": object_type, "description": record.resource_type})
+        entities.append({"type": object_type, "description": rtype})
     if record.consultation:
         what = ({"reference": record.consultation} if "/" in record.consultation
                 else {"identifier": {"value": record.consultation}})
@@ -204,19 +211,29 @@ def _entities(record: AuditRecord) -> list[dict[str, Any]]:
 
 def to_audit_event(record: AuditRecord) -> dict[str, Any]:
     """The FHIR ``AuditEvent`` of ``record`` (without id, meta and chain)."""
+    return build_event(record, {"resourceType": AUDIT_TYPE}, [])
+
+
+def build_event(record: AuditRecord, event: dict[str, Any],
+                extensions: list[dict[str, Any]]) -> dict[str, Any]:
+    """:func:`to_audit_event`, built onto ``event`` (the members that come
+    first: ``resourceType``, and ``id`` and ``meta`` when sealing) after the
+    ``extensions`` that come first (the chain's), so that
+    :func:`hie.audit.chain.seal` need not copy the event to put them in front.
+    Returns ``event``."""
     type_, subtype, action = _type_and_action(record)
-    outcome = outcome_code(record)
     purpose = _purpose(record)
-    extensions: list[dict[str, Any]] = []
     if record.status is not None:
         extensions.append({"url": HTTP_STATUS_URL, "valueInteger": record.status})
     if subtype[0]["code"] != record.interaction:
         extensions.append({"url": INTERACTION_URL, "valueString": record.interaction})
-    event: dict[str, Any] = {"resourceType": AUDIT_TYPE}
     if extensions:
         event["extension"] = extensions
-    event |= {"type": type_, "subtype": subtype, "action": action,
-              "recorded": record.recorded + "Z", "outcome": outcome}
+    event["type"] = type_
+    event["subtype"] = subtype
+    event["action"] = action
+    event["recorded"] = record.recorded + "Z"
+    event["outcome"] = outcome_code(record)
     desc = record.outcome if record.status is None else f"{record.outcome} ({record.status})"
     if record.detail:
         desc += ": " + (redact(record.detail) or "")
@@ -244,7 +261,13 @@ def index_entries(event: dict[str, Any]) -> IndexEntries:
     one entry is ours: the regional person (``urn:hie:person:…``) under
     ``patient``, so ``patient=urn:hie:person:…`` finds a person's events at
     every hospital.
+
+    The events ``seal`` builds are indexed by :func:`hie.audit.index.direct_index`
+    (the same entries, several times faster); anything else by the extractor.
     """
+    direct = direct_index(event)
+    if direct is not None:
+        return direct
     out = extract(event)
     for entity in event.get("entity", []):
         ref = entity.get("what", {}).get("reference", "")

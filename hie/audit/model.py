@@ -15,10 +15,11 @@ record is written.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import quote_plus, unquote
 
 from hie.identity.resident_id import mask_text
 
@@ -110,6 +111,13 @@ SECRET_PARAMS = frozenset({
 })
 
 
+#: Fifteen ASCII digits in a row: every number :func:`mask_text` masks has them
+#: (``hie.identity.resident_id.TEXT_PATTERN``: 6 + 6 + 3 digits, or 6 + 8 + 3 and
+#: a check character). Looking for them costs half of running the masking
+#: pattern, and most text (references, ids, queries) has none.
+_DIGIT_RUN = re.compile(r"[0-9]{15}")
+
+
 def mask_resident_ids(text: str) -> str:
     """Hide the birth-date digits of every resident ID number in ``text`` (the
     identity domain's one masking rule).
@@ -117,16 +125,53 @@ def mask_resident_ids(text: str) -> str:
     >>> mask_resident_ids("identifier=urn:oid:2.16.156.10011.1.1|11010519491231002X")
     'identifier=urn:oid:2.16.156.10011.1.1|110105********002X'
     """
+    if len(text) < 15 or _DIGIT_RUN.search(text) is None:
+        return text  # no resident ID number can be in it
     return mask_text(text)
 
 
+#: What ``urlencode`` leaves unescaped in the redacted query.
+_QUERY_SAFE = "|:/,$*"
+#: A query name or value that decoding and re-encoding give back unchanged: no
+#: ``%`` or ``+`` to decode, nothing ``quote_plus`` escapes (its always-safe
+#: characters and ``_QUERY_SAFE``).
+_PLAIN = re.compile(r"[A-Za-z0-9_.~|:/,$*-]*")
+
+
+def _requote(part: str) -> str:
+    """A query name or value as ``parse_qsl`` decodes it and ``urlencode``
+    (with ``_QUERY_SAFE``) writes it back."""
+    if _PLAIN.fullmatch(part):
+        return part
+    decoded = unquote(part.replace("+", " "))
+    return decoded if _PLAIN.fullmatch(decoded) else quote_plus(decoded, safe=_QUERY_SAFE)
+
+
 def redact_query(query: str) -> str:
-    """Mask secret parameters and resident ID numbers of a query string."""
-    pairs = parse_qsl(query.lstrip("?"), keep_blank_values=True)
-    if not pairs:
+    """Mask secret parameters and resident ID numbers of a query string.
+
+    The result is ``urlencode(parse_qsl(query.lstrip("?"), keep_blank_values=True),
+    safe="|:/,$*")`` with the values of :data:`SECRET_PARAMS` as ``***`` (the
+    original query when it has no parameters), masked. It is computed a
+    parameter at a time, as those functions do, without them: they cost a
+    third of a search's audit event, and a query is mostly plain names and
+    values that decoding and encoding leave alone.
+    """
+    out = []
+    for piece in query.lstrip("?").split("&"):
+        if not piece:
+            continue
+        name, _, value = piece.partition("=")  # no "=": a name with an empty value
+        if _PLAIN.fullmatch(name):
+            key = name
+        else:
+            key = unquote(name.replace("+", " "))
+            name = quote_plus(key, safe=_QUERY_SAFE)
+        value = "***" if key.lower() in SECRET_PARAMS else _requote(value)
+        out.append(f"{name}={value}")
+    if not out:
         return mask_resident_ids(query)
-    cleaned = [(k, "***" if k.lower() in SECRET_PARAMS else v) for k, v in pairs]
-    return mask_resident_ids(urlencode(cleaned, safe="|:/,$*"))
+    return mask_resident_ids("&".join(out))
 
 
 def redact(text: str | None) -> str | None:

@@ -21,11 +21,12 @@ and for reads of one resource by key (:meth:`SQLiteStore._read_by_key`):
   waiting for its own process. A big ``put_many`` (more than
   :data:`INLINE_ROWS` rows, e.g. a whole Bundle) still goes to the writer
   thread: one trip, and the loop keeps serving requests meanwhile.
-  ``COMMIT`` (the fsync, and now and then a WAL
-  checkpoint) stays on the executor: it releases the GIL and the loop serves
-  other requests meanwhile. Only one coroutine uses the connection at a time
-  (the asyncio lock), and the executor's work for a transaction is awaited
-  before the next one touches the connection.
+  ``COMMIT`` (the fsync) stays on the executor: it releases the GIL and the
+  loop serves other requests meanwhile. WAL checkpoints are not the commit's
+  (:mod:`.checkpoint`: a thread of their own, outside the write lock). Only
+  one coroutine uses the connection at a time (the asyncio lock), and the
+  executor's work for a transaction is awaited before the next one touches
+  the connection.
 * a small pool of **reader** connections in their own executor. In WAL mode
   readers never wait for the writer and see the last committed state.
 """
@@ -52,6 +53,7 @@ from hie.store.base import (
 )
 from hie.store.query import Cursor, Page, Restriction, SearchQuery
 from hie.store.sqlite import records, writes
+from hie.store.sqlite.checkpoint import BACKSTOP_PAGES, Checkpointer
 from hie.store.sqlite.compile import compile_count, compile_search
 from hie.store.sqlite.planner import choose_driver
 from hie.store.sqlite.schema import begin_immediate, connect, ensure_schema, is_busy
@@ -96,6 +98,7 @@ class SQLiteStore:
         self._write_lock = asyncio.Lock()
         self._waiting = 0  # transact() callers waiting for the lock
         self._batch: _Batch | None = None  # the open group-commit transaction
+        self._checkpointer: Checkpointer | None = None  # WAL checkpoints off the lock
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -119,6 +122,8 @@ class SQLiteStore:
             conn = connect(self.path, writer=True)
             try:
                 ensure_schema(conn)
+                # checkpoints are the Checkpointer's; the writer's own is a backstop
+                conn.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
             except BaseException:
                 conn.close()
                 raise
@@ -132,6 +137,8 @@ class SQLiteStore:
             self._idle.put(conn)
         self._key_reader = await self._on_reader_thread(
             functools.partial(connect, self.path, writer=False))
+        self._checkpointer = Checkpointer(functools.partial(connect, self.path, writer=False))
+        await self._on_writer(self._checkpointer.start)
 
     async def close(self) -> None:
         """Close every connection once the work already started on it is done,
@@ -156,6 +163,9 @@ class SQLiteStore:
                     self._idle.get().close()
 
             await self._on_reader_thread(close_readers)
+            if self._checkpointer is not None:
+                await self._on_writer(self._checkpointer.stop)
+                self._checkpointer = None
             self._write_exec.shutdown(wait=False)
             self._read_exec.shutdown(wait=False)
             self._write_exec = self._read_exec = None
@@ -262,6 +272,8 @@ class SQLiteStore:
 
     def _commit(self) -> None:
         self._writer_conn().execute("COMMIT")
+        if self._checkpointer is not None:
+            self._checkpointer.poke()
 
     def _rollback(self) -> None:
         conn = self._writer
