@@ -12,7 +12,7 @@ workers then did no more than one.
 Here the workers still share one listening socket, but each publishes how many
 connections it holds (a shared array, :class:`Board`) and accepts only while
 it holds no more than the least loaded live worker; a worker that holds more
-leaves the socket to the others for a millisecond at a time, and takes the
+leaves the socket to the others for 2 ms at a time, and takes the
 connection itself if nobody has after :data:`MAX_DEFERRALS` tries (the others
 may be busy or gone). Requests are never refused or delayed beyond that.
 
@@ -43,10 +43,10 @@ log = logging.getLogger("uvicorn.error")
 
 #: How long a worker holding more connections than another leaves a waiting
 #: connection to the others (s), and how many times before it takes it.
-DEFER_SECONDS = 0.001
-MAX_DEFERRALS = 5
+DEFER_SECONDS = 0.002
+MAX_DEFERRALS = 10
 #: A worker that dies within this long of starting did not start (s); after
-#: :data:`MAX_QUICK_DEATHS` of those the supervisor gives up.
+#: :data:`MAX_QUICK_DEATHS` of those in a row the supervisor gives up.
 QUICK_DEATH_SECONDS = 10.0
 MAX_QUICK_DEATHS = 3
 
@@ -69,9 +69,7 @@ class Board:
     def least_other(self, slot: int) -> int | None:
         """The fewest connections any other live worker holds (None: none live).
 
-        A worker writes its count whenever it accepts, not when a connection
-        closes, so another's figure may be too high, never too low: a worker
-        only ever leaves a connection to one that really holds fewer."""
+        A worker writes its count when it accepts and when a connection ends."""
         others = [c for i, c in enumerate(self.counts) if i != slot and c >= 0]
         return min(others) if others else None
 
@@ -130,9 +128,23 @@ class Acceptor:
         if not self._closed:
             self._loop.add_reader(self._sock.fileno(), self._readable)
 
+    def _protocol(self) -> asyncio.Protocol:
+        """uvicorn's protocol, telling the board when its connection ends (so
+        the others see this worker's count go down, not only up)."""
+        protocol = self._factory()
+        lost = protocol.connection_lost
+
+        def connection_lost(exc: Exception | None) -> None:
+            lost(exc)
+            if not self._closed:
+                self._board.set(self._slot, self._held() + self._connecting)
+
+        protocol.connection_lost = connection_lost  # type: ignore[method-assign]
+        return protocol
+
     async def _connect(self, conn: socket.socket) -> None:
         try:
-            await self._loop.connect_accepted_socket(self._factory, conn, ssl=self._ssl)
+            await self._loop.connect_accepted_socket(self._protocol, conn, ssl=self._ssl)
         except (OSError, asyncio.CancelledError, ValueError) as exc:
             conn.close()
             if not isinstance(exc, asyncio.CancelledError):
@@ -217,8 +229,8 @@ class Supervisor:
                 for slot, proc in enumerate(self.processes):
                     if proc.is_alive() or self._stop:
                         continue
-                    if time.monotonic() - self.started_at[slot] < QUICK_DEATH_SECONDS:
-                        self.quick_deaths += 1
+                    quick = time.monotonic() - self.started_at[slot] < QUICK_DEATH_SECONDS
+                    self.quick_deaths = self.quick_deaths + 1 if quick else 0
                     if self.quick_deaths >= MAX_QUICK_DEATHS:
                         log.error("workers keep dying at start; stopping")
                         return STARTUP_FAILURE

@@ -97,6 +97,21 @@ def _get(sock: socket.socket, path: str = "/healthz") -> bytes:
     return head.split(b"\r\n")[0]
 
 
+def _both_serving(pid: int, port: int) -> bool:
+    """Whether both workers have started serving: with two connections open,
+    each holds one (a worker still starting up takes none)."""
+    with contextlib.ExitStack() as stack:
+        try:
+            socks = [stack.enter_context(socket.create_connection(("127.0.0.1", port),
+                                                                  timeout=5))
+                     for _ in range(2)]
+            if not all(_get(s).endswith(b"200 OK") for s in socks):
+                return False
+        except OSError:
+            return False
+        return sorted(_established(w, port) for w in _workers(pid, port)) == [1, 1]
+
+
 @pytest.fixture
 def two_workers(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, int]]:
     port = _free_port()
@@ -110,16 +125,11 @@ def two_workers(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, int]]:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-            # both workers started: each has told the board (so each holds the socket)
-            if len(_workers(proc.pid, port)) == 2:
-                with contextlib.suppress(OSError), socket.create_connection(
-                        ("127.0.0.1", port), timeout=5) as s:
-                    if _get(s).endswith(b"200 OK"):
-                        break
+            if len(_workers(proc.pid, port)) == 2 and _both_serving(proc.pid, port):
+                break
             time.sleep(0.2)
         else:
             pytest.fail("hie serve --workers 2 did not start")
-        time.sleep(1.0)  # let the second worker finish its start-up too
         yield proc, port
     finally:
         if proc.poll() is None:
@@ -162,3 +172,14 @@ def test_a_dead_worker_is_replaced_and_sigterm_stops_everything(two_workers):
     for pid in workers:
         assert not Path(f"/proc/{pid}").exists() or \
             Path(f"/proc/{pid}/status").read_text().find("State:\tZ") >= 0
+
+
+def test_workers_that_cannot_start_stop_the_server(tmp_path: Path):
+    env = {**os.environ, "HIE_STORE_URL": "nosuch://store", "HIE_VAR_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "hie", "serve", "--host", "127.0.0.1",
+                           "--port", str(_free_port()), "--workers", "2",
+                           "--log-level", "warning"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3  # uvicorn's STARTUP_FAILURE, as with one worker
+    assert "unsupported store URL scheme" in done.stderr
+    assert "workers keep dying at start" in done.stderr
