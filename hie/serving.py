@@ -14,7 +14,9 @@ connections it holds (a shared array, :class:`Board`) and accepts only while
 it holds no more than the least loaded live worker; a worker that holds more
 leaves the socket to the others for 2 ms at a time, and takes the
 connection itself if nobody has after :data:`MAX_DEFERRALS` tries (the others
-may be busy or gone). Requests are never refused or delayed beyond that.
+may be busy or gone). Requests are never refused or delayed beyond that, except
+at start-up: until every worker is up (at most :data:`STARTUP_WAIT_SECONDS`),
+connections wait in the listen queue, or the first worker up would take them all.
 
 The rest is uvicorn: each worker is a ``uvicorn.Server`` whose accept loop is
 :class:`Acceptor` instead of ``loop.create_server``, run by a small
@@ -45,6 +47,10 @@ log = logging.getLogger("uvicorn.error")
 #: connection to the others (s), and how many times before it takes it.
 DEFER_SECONDS = 0.002
 MAX_DEFERRALS = 10
+#: At start-up, how long a worker waits for the others before it accepts
+#: alone (s), and how often it looks (s).
+STARTUP_WAIT_SECONDS = 30.0
+STARTUP_POLL_SECONDS = 0.05
 #: A worker that dies within this long of starting did not start (s); after
 #: :data:`MAX_QUICK_DEATHS` of those in a row the supervisor gives up.
 QUICK_DEATH_SECONDS = 10.0
@@ -55,13 +61,15 @@ _SPAWN = multiprocessing.get_context("spawn")
 
 class Board:
     """Open connections per worker slot, in memory the workers share; -1 for
-    a slot with no live worker."""
+    a slot with no live worker. One more cell says whether every worker has
+    been up at once (the server has started)."""
 
     def __init__(self, slots: int) -> None:
-        self.counts = _SPAWN.Array("q", [-1] * slots, lock=False)
+        self.slots = slots
+        self.counts = _SPAWN.Array("q", [-1] * slots + [0], lock=False)
 
     def __len__(self) -> int:
-        return len(self.counts)
+        return self.slots
 
     def set(self, slot: int, count: int) -> None:
         self.counts[slot] = count
@@ -70,8 +78,17 @@ class Board:
         """The fewest connections any other live worker holds (None: none live).
 
         A worker writes its count when it accepts and when a connection ends."""
-        others = [c for i, c in enumerate(self.counts) if i != slot and c >= 0]
+        others = [c for i, c in enumerate(self.counts[:self.slots]) if i != slot and c >= 0]
         return min(others) if others else None
+
+    def started(self) -> bool:
+        """Whether every worker has been up at once (noted the first time)."""
+        if self.counts[self.slots]:
+            return True
+        if all(c >= 0 for c in self.counts[:self.slots]):
+            self.counts[self.slots] = 1
+            return True
+        return False
 
 
 class Acceptor:
@@ -92,19 +109,25 @@ class Acceptor:
         self._connecting = 0  # accepted, not yet handed to uvicorn (not in held())
         self._resume: asyncio.TimerHandle | None = None
         self._closed = False
+        self._start_deadline = time.monotonic() + STARTUP_WAIT_SECONDS
         self._tasks: set[asyncio.Task[Any]] = set()
         sock.setblocking(False)
         board.set(slot, held())
         self._loop.add_reader(sock.fileno(), self._readable)
 
     def _readable(self) -> None:
+        if not self._board.started() and time.monotonic() < self._start_deadline:
+            # At start-up connections wait until every worker can take them:
+            # the first worker up would take them all, for good (they are kept
+            # alive), while the others are still importing.
+            self._pause(STARTUP_POLL_SECONDS)
+            return
         held = self._held() + self._connecting
         self._board.set(self._slot, held)
         least = self._board.least_other(self._slot)
         if least is not None and held > least and self._deferrals < MAX_DEFERRALS:
             self._deferrals += 1
-            self._loop.remove_reader(self._sock.fileno())
-            self._resume = self._loop.call_later(DEFER_SECONDS, self._listen)
+            self._pause(DEFER_SECONDS)
             return
         try:
             conn, _ = self._sock.accept()
@@ -112,8 +135,7 @@ class Acceptor:
             return
         except OSError as exc:  # out of file descriptors, say: back off a little
             log.warning("accept failed: %s", exc)
-            self._loop.remove_reader(self._sock.fileno())
-            self._resume = self._loop.call_later(0.1, self._listen)
+            self._pause(0.1)
             return
         self._deferrals = 0
         self._connecting += 1
@@ -122,6 +144,10 @@ class Acceptor:
         task = self._loop.create_task(self._connect(conn))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _pause(self, seconds: float) -> None:
+        self._loop.remove_reader(self._sock.fileno())
+        self._resume = self._loop.call_later(seconds, self._listen)
 
     def _listen(self) -> None:
         self._resume = None

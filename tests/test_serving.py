@@ -31,6 +31,16 @@ def test_the_board_reports_the_least_loaded_other_live_worker():
     assert board.least_other(0) == 2
 
 
+def test_the_board_notes_once_that_every_worker_was_up():
+    board = Board(2)
+    board.set(0, 0)
+    assert not board.started()  # the second worker is still starting
+    board.set(1, 3)
+    assert board.started()
+    board.set(1, -1)  # a worker restarting later does not make the others wait
+    assert board.started()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -149,6 +159,35 @@ def test_connections_arriving_together_are_shared_between_the_workers(two_worker
     finally:
         for s in socks:
             s.close()
+
+
+def test_connections_made_while_the_workers_start_are_shared_too(tmp_path: Path):
+    """Connections made as soon as the port listens wait until both workers
+    are up; otherwise the first worker up would keep them all."""
+    port = _free_port()
+    env = {**os.environ, "HIE_STORE_URL": f"sqlite:///{tmp_path}/hie.db",
+           "HIE_BASE_URL": f"http://127.0.0.1:{port}", "HIE_VAR_DIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "hie", "serve", "--host", "127.0.0.1",
+                             "--port", str(port), "--workers", "2", "--log-level", "warning"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    socks: list[socket.socket] = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(socks) < 8 and time.monotonic() < deadline:
+            try:
+                socks.append(socket.create_connection(("127.0.0.1", port), timeout=60))
+            except ConnectionRefusedError:
+                time.sleep(0.01)
+        assert len(socks) == 8
+        assert all(_get(s).endswith(b"200 OK") for s in socks)
+        held = sorted(_established(w, port) for w in _workers(proc.pid, port))
+        assert held == [4, 4], held
+    finally:
+        for s in socks:
+            s.close()
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
 
 
 def test_a_dead_worker_is_replaced_and_sigterm_stops_everything(two_workers):
