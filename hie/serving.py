@@ -171,10 +171,12 @@ class Acceptor:
     async def _connect(self, conn: socket.socket) -> None:
         try:
             await self._loop.connect_accepted_socket(self._protocol, conn, ssl=self._ssl)
-        except (OSError, asyncio.CancelledError, ValueError) as exc:
+        except asyncio.CancelledError:
             conn.close()
-            if not isinstance(exc, asyncio.CancelledError):
-                log.warning("could not take a connection: %s", exc)
+            raise
+        except (OSError, ValueError) as exc:  # the peer left, a TLS handshake failed…
+            conn.close()
+            log.warning("could not take a connection: %s", exc)
         finally:
             self._connecting -= 1
 
@@ -299,6 +301,7 @@ def serve(config: uvicorn.Config) -> int:
     ``config.workers`` turn-taking workers."""
     if config.workers <= 1:
         server = uvicorn.Server(config)
-        server.run()
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn has shut down
+            server.run()
         return 0 if server.started else STARTUP_FAILURE
     return Supervisor(config).run()

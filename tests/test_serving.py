@@ -107,6 +107,17 @@ def _get(sock: socket.socket, path: str = "/healthz") -> bytes:
     return head.split(b"\r\n")[0]
 
 
+def _serve(tmp_path: Path, port: int, workers: int = 2) -> subprocess.Popen:
+    """``hie serve --workers N`` on a fresh store, in a session of its own."""
+    env = {**os.environ, "HIE_STORE_URL": f"sqlite:///{tmp_path}/hie.db",
+           "HIE_BASE_URL": f"http://127.0.0.1:{port}", "HIE_VAR_DIR": str(tmp_path)}
+    return subprocess.Popen([sys.executable, "-m", "hie", "serve", "--host", "127.0.0.1",
+                             "--port", str(port), "--workers", str(workers),
+                             "--log-level", "warning"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+
+
 def _both_serving(pid: int, port: int) -> bool:
     """Whether both workers have started serving: with two connections open,
     each holds one (a worker still starting up takes none)."""
@@ -125,12 +136,7 @@ def _both_serving(pid: int, port: int) -> bool:
 @pytest.fixture
 def two_workers(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, int]]:
     port = _free_port()
-    env = {**os.environ, "HIE_STORE_URL": f"sqlite:///{tmp_path}/hie.db",
-           "HIE_BASE_URL": f"http://127.0.0.1:{port}", "HIE_VAR_DIR": str(tmp_path)}
-    proc = subprocess.Popen([sys.executable, "-m", "hie", "serve", "--host", "127.0.0.1",
-                             "--port", str(port), "--workers", "2", "--log-level", "warning"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    proc = _serve(tmp_path, port)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -165,12 +171,7 @@ def test_connections_made_while_the_workers_start_are_shared_too(tmp_path: Path)
     """Connections made as soon as the port listens wait until both workers
     are up; otherwise the first worker up would keep them all."""
     port = _free_port()
-    env = {**os.environ, "HIE_STORE_URL": f"sqlite:///{tmp_path}/hie.db",
-           "HIE_BASE_URL": f"http://127.0.0.1:{port}", "HIE_VAR_DIR": str(tmp_path)}
-    proc = subprocess.Popen([sys.executable, "-m", "hie", "serve", "--host", "127.0.0.1",
-                             "--port", str(port), "--workers", "2", "--log-level", "warning"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = _serve(tmp_path, port)
     socks: list[socket.socket] = []
     try:
         deadline = time.monotonic() + 60

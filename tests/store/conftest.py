@@ -12,7 +12,9 @@ suite depends on nothing but the store interface.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import orjson
 import pytest
@@ -20,6 +22,7 @@ import pytest
 from hie.store.base import Store, Transaction, WriteRecord
 from hie.store.index import IndexEntries
 from hie.store.query import SearchQuery
+from hie.store.sqlite import SQLiteStore
 
 _EPOCH = datetime(2024, 1, 1)
 
@@ -68,3 +71,12 @@ class Records:
 @pytest.fixture
 def records() -> Records:
     return Records()
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    """An opened SQLite store on a fresh file (for the SQLite-only tests)."""
+    store = SQLiteStore(str(tmp_path / "hie.db"))
+    await store.open()
+    yield store
+    await store.close()

@@ -7,7 +7,6 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -21,13 +20,6 @@ from hie.store.sqlite.checkpoint import BACKSTOP_PAGES, Checkpointer
 #: checkpoint (1,000 pages) in one commit.
 ROWS = 1500
 
-
-@pytest.fixture
-async def sqlite_store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    store = SQLiteStore(str(tmp_path / "hie.db"))
-    await store.open()
-    yield store
-    await store.close()
 
 
 async def _write_pages(store: SQLiteStore, prefix: str) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -20,13 +19,6 @@ from hie.store.sqlite import SQLiteStore
 IDENTIFIER = IndexEntries(token=[("identifier", "urn:id", "110")])
 BY_IDENTIFIER = SearchQuery("Patient", (AnyOf((TokenMatch("identifier", "110", "urn:id"),)),))
 
-
-@pytest.fixture
-async def sqlite_store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    store = SQLiteStore(str(tmp_path / "hie.db"))
-    await store.open()
-    yield store
-    await store.close()
 
 
 async def test_reads_run_while_a_transaction_is_open(sqlite_store: SQLiteStore,

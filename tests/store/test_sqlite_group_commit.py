@@ -5,21 +5,11 @@ only once its writes are committed, and a failing one undoes only its own."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
-import pytest
 from store.conftest import Records
 
 from hie.store.base import Transaction
 from hie.store.sqlite import SQLiteStore
-
-
-@pytest.fixture
-async def sqlite_store(tmp_path: Path):
-    store = SQLiteStore(str(tmp_path / "group.db"))
-    await store.open()
-    yield store
-    await store.close()
 
 
 def count_commits(store: SQLiteStore) -> list[int]:

@@ -18,14 +18,6 @@ from hie.store.sqlite import SQLiteStore, writes
 from hie.store.sqlite import store as store_module
 
 
-@pytest.fixture
-async def sqlite_store(tmp_path: Path):
-    store = SQLiteStore(str(tmp_path / "inline.db"))
-    await store.open()
-    yield store
-    await store.close()
-
-
 def spy_put_many(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Record the thread each ``writes.put_many`` call runs on."""
     threads: list[str] = []
