@@ -23,6 +23,7 @@ sequence numbers can neither repeat nor skip.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,26 +103,57 @@ def without_hash(event: dict[str, Any]) -> dict[str, Any]:
     return copy
 
 
-def seal(record: AuditRecord, sequence: int, previous: str,
-         stamp: str) -> tuple[dict[str, Any], bytes, str]:
-    """Build the stored event for ``record`` at ``sequence``; return it, its
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """What of a record's stored event does not depend on its place in the
+    chain — everything after ``meta`` and the chain extension, and the index
+    entries (no indexed element is chain-dependent) — built before the append
+    takes the write lock (:func:`prepare`)."""
+
+    extensions: list[dict[str, Any]]  # the record's own, after the chain's
+    body: dict[str, Any]  # type, subtype, … entity, in stored order
+    index: IndexEntries
+
+
+def prepare(record: AuditRecord) -> Prepared:
+    """The chain-independent part of ``record``'s stored event."""
+    extensions: list[dict[str, Any]] = []
+    body = build_event(record, {"resourceType": AUDIT_TYPE}, extensions)
+    index = index_entries(body)
+    del body["resourceType"]
+    body.pop("extension", None)
+    return Prepared(extensions, body, index)
+
+
+def seal_prepared(prepared: Prepared, sequence: int, previous: str,
+                  stamp: str) -> tuple[dict[str, Any], bytes, str]:
+    """The stored event of a prepared record at ``sequence``: the event, its
     stored bytes and its hash.
 
     The event is built in its stored member order (id, meta and the chain
-    extension first) rather than copied into it; the hash member is added to
-    the chain extension once the rest is hashed.
+    extension first); the hash member is added to the chain extension once the
+    rest is hashed.
     """
     links: list[dict[str, Any]] = [
         {"url": "sequence", "valueDecimal": sequence},
         {"url": "previousHash", "valueString": previous},
     ]
-    event = build_event(record, {
+    event: dict[str, Any] = {
         "resourceType": AUDIT_TYPE, "id": event_id(sequence),
         "meta": {"versionId": "1", "lastUpdated": stamp + "Z", "source": AUDIT_SOURCE},
-    }, [{"url": CHAIN_URL, "extension": links}])
+        "extension": [{"url": CHAIN_URL, "extension": links}, *prepared.extensions],
+    }
+    event.update(prepared.body)
     digest = chain_hash(previous, event)
     links.append({"url": "hash", "valueString": digest})
     return event, orjson.dumps(event), digest
+
+
+def seal(record: AuditRecord, sequence: int, previous: str,
+         stamp: str) -> tuple[dict[str, Any], bytes, str]:
+    """Build the stored event for ``record`` at ``sequence``; return it, its
+    stored bytes and its hash."""
+    return seal_prepared(prepare(record), sequence, previous, stamp)
 
 
 async def read_head(tx: Transaction | Store) -> Head:
@@ -133,8 +165,10 @@ async def read_head(tx: Transaction | Store) -> Head:
     return Head(int(doc["sequence"]), str(doc["hash"]), stored.version)
 
 
-async def append_in_tx(tx: Transaction, records: list[AuditRecord]) -> None:
-    """Append ``records`` to the chain inside the caller's transaction.
+async def append_in_tx(tx: Transaction,
+                       records: Sequence[AuditRecord | Prepared]) -> None:
+    """Append ``records`` (or records already through :func:`prepare`) to the chain
+    inside the caller's transaction.
 
     For records that must commit with a write (or not at all): call it in the
     function passed to ``store.transact``, after the write's ``put``s. The head
@@ -148,16 +182,17 @@ async def append_in_tx(tx: Transaction, records: list[AuditRecord]) -> None:
     puts: list[WriteRecord] = []
     for record in records:
         sequence += 1
-        event, body, previous = seal(record, sequence, previous, stamp)
+        prepared = record if isinstance(record, Prepared) else prepare(record)
+        _, body, previous = seal_prepared(prepared, sequence, previous, stamp)
         puts.append(WriteRecord(AUDIT_TYPE, event_id(sequence), 1, stamp, body,
-                                source=AUDIT_SOURCE, index=index_entries(event)))
+                                source=AUDIT_SOURCE, index=prepared.index))
     puts.append(WriteRecord(HEAD_TYPE, HEAD_ID, head.version + 1, stamp,
                             orjson.dumps({"sequence": sequence, "hash": previous}),
                             source=INTERNAL_SOURCE, index=IndexEntries()))
     await tx.put_many(puts)  # one trip to the store for the events and the head
 
 
-async def append(store: Store, records: list[AuditRecord]) -> None:
+async def append(store: Store, records: Sequence[AuditRecord | Prepared]) -> None:
     """Append ``records`` in a transaction of their own.
 
     Retries when another appender moved the head first (a ``VersionConflict``

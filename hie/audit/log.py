@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 
-from hie.audit.chain import append
+from hie.audit.chain import Prepared, append, prepare
 from hie.audit.model import AuditRecord
 from hie.store.base import Store
 
@@ -131,11 +131,19 @@ class AuditLog:
                 self._progress.notify_all()
 
     async def _write(self, batch: list[AuditRecord]) -> None:
-        """Append ``batch``, retrying with back-off until it is in the store."""
+        """Append ``batch``, retrying with back-off until it is in the store.
+
+        Each record's event is built (:func:`~hie.audit.chain.prepare`) before
+        the append takes the write lock, which every write of every worker
+        waits for: only the chain fields and the hash are left for inside it.
+        """
+        prepared: list[Prepared] | None = None
         delay = 0.05
         while True:
             try:
-                await append(self.store, batch)
+                if prepared is None:  # (a failure here is retried like the append)
+                    prepared = [prepare(r) for r in batch]
+                await append(self.store, prepared)
                 return
             except asyncio.CancelledError:
                 raise

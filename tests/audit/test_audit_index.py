@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from hie.audit import index as fast_index
-from hie.audit.chain import GENESIS, chain_hash, seal, without_hash
+from hie.audit.chain import GENESIS, chain_hash, prepare, seal, seal_prepared, without_hash
 from hie.audit.fhir import index_entries, to_audit_event
 from hie.audit.model import AuditRecord, mask_resident_ids, redact_query
 from hie.identity.resident_id import TEXT_PATTERN, mask_text
@@ -293,6 +293,18 @@ PINNED = {
         AuditRecord("login", "deny", 401, detail="bad password", recorded=STAMP),
         "26b6c27c2aab323fdd45b38ba579ff4ef1e2f016bc02eeedb7310d9e1730a57a"),
 }
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=_ids(RECORDS))
+def test_a_prepared_record_seals_and_indexes_as_the_record(record: AuditRecord) -> None:
+    """The log prepares records before it takes the write lock: what it stores
+    must be what sealing the record there would have stored."""
+    stamp = "2026-12-08T01:02:03.456789"
+    prepared = prepare(record)
+    for sequence, previous in ((1, GENESIS), (42, "ab" * 32)):
+        event, body, digest = seal(record, sequence, previous, stamp)
+        assert seal_prepared(prepared, sequence, previous, stamp) == (event, body, digest)
+        _assert_same_index(prepared.index, index_entries(event))
 
 
 @pytest.mark.parametrize("name", list(PINNED))
