@@ -68,9 +68,6 @@ class Board:
         self.slots = slots
         self.counts = _SPAWN.Array("q", [-1] * slots + [0], lock=False)
 
-    def __len__(self) -> int:
-        return self.slots
-
     def set(self, slot: int, count: int) -> None:
         self.counts[slot] = count
 

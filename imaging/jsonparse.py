@@ -22,10 +22,10 @@ from imaging.parse import (
     REQUIRED_UIDS,
     Instance,
     Limits,
-    _check_uid,
-    _Pending,
-    _refusing,
+    Pending,
     check_required,
+    check_uid,
+    refusing,
 )
 from imaging.part10 import PIXEL_TAGS
 
@@ -54,7 +54,7 @@ def instance_from_json(obj: dict, *, limits: Limits = DEFAULT_LIMITS) -> Instanc
 def _instance_through_pydicom(obj: dict, limits: Limits) -> Instance:
     state = _JsonState(limits)
     cleaned = state.dataset(obj, 0, "")
-    with _refusing("not a valid DICOM JSON data set"):
+    with refusing("not a valid DICOM JSON data set"):
         ds = Dataset.from_json(cleaned)
         for _ in ds.iterall():               # decode every value now
             pass
@@ -77,7 +77,7 @@ def _instance_from_plain_json(obj: dict, limits: Limits) -> Instance:
         if attr is not None and attr["vr"] != "UI":
             raise Unsure
         found = None if attr is None else attr.get("Value")
-        _check_uid(keyword, tag, "" if found is None else found[0] if len(found) == 1
+        check_uid(keyword, tag, "" if found is None else found[0] if len(found) == 1
                    else found)
         uids[tag] = found[0]
     transfer_syntax = None
@@ -93,7 +93,7 @@ def _instance_from_plain_json(obj: dict, limits: Limits) -> Instance:
                     known_json=known)
 
 
-class _FromJson(_Pending):
+class _FromJson(Pending):
     """An instance's data set not made yet: the DICOM JSON to make it from."""
 
     def __init__(self, obj: dict, limits: Limits, uids: dict[str, str]) -> None:

@@ -68,7 +68,7 @@ REQUIRED_UIDS = (("SOPClassUID", "00080016"), ("SOPInstanceUID", "00080018"),
 _UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 
 
-class _Pending:
+class Pending:
     """An instance's data set not made yet (see :class:`_DatasetField`): what to make it
     of, and the required UIDs, known already."""
 
@@ -88,7 +88,7 @@ class _DatasetField:
         if instance is None:
             raise AttributeError("dataset")  # no default: the field stays required
         found = instance.__dict__["_dataset"]
-        if isinstance(found, _Pending):
+        if isinstance(found, Pending):
             found = instance.__dict__["_dataset"] = found.make()
         return found
 
@@ -118,7 +118,7 @@ class Instance:
     def dataset_made(self) -> bool:
         """False while an instance read from a plain Part 10 file or DICOM JSON has not
         made its ``dataset``."""
-        return not isinstance(self.__dict__["_dataset"], _Pending)
+        return not isinstance(self.__dict__["_dataset"], Pending)
 
     @property
     def study_uid(self) -> str:
@@ -142,7 +142,7 @@ class Instance:
 
     def _uid(self, tag: str, keyword: str) -> str:
         pending = self.__dict__["_dataset"]
-        if isinstance(pending, _Pending):
+        if isinstance(pending, Pending):
             return pending.uids[tag]
         return _uid_text(self.dataset, int(tag, 16), keyword)
 
@@ -178,10 +178,11 @@ def check_required(ds: Dataset) -> None:
         if value is None:
             elem = ds.get(keyword)
             value = None if elem is None else elem.value if hasattr(elem, "value") else elem
-        _check_uid(keyword, tag, value)
+        check_uid(keyword, tag, value)
 
 
-def _check_uid(keyword: str, tag: str, value: object) -> None:
+def check_uid(keyword: str, tag: str, value: object) -> None:
+    """Refuse a required UID that is missing or not a valid UID."""
     if value is None or value == "":
         raise DicomError(f"{keyword} ({tag}) is missing", DOES_NOT_MATCH_SOP_CLASS)
     if not is_valid_uid(value):
@@ -189,7 +190,7 @@ def _check_uid(keyword: str, tag: str, value: object) -> None:
 
 
 @contextmanager
-def _refusing(what: str) -> Iterator[None]:
+def refusing(what: str) -> Iterator[None]:
     """Turn anything pydicom raises into a DicomError (0xC000)."""
     try:
         yield
@@ -246,7 +247,7 @@ def _read_plain(body: bytes, limits: Limits) -> Instance | None:
                     bulk_vrs=dict(found.bulk), known_json=found.json)
 
 
-class _FromPart10(_Pending):
+class _FromPart10(Pending):
     """A plain Part 10 file's data set not made yet: the file (``bytes``: the instance
     keeps it alive until then), read again the general way when asked for."""
 
@@ -265,12 +266,12 @@ def _check_size(size: int, limits: Limits) -> None:
 
 
 def _read(opener: Any, size: int, limits: Limits, body: bytes | None = None) -> Instance:
-    with _refusing("not readable as DICOM"), opener() as fp:
+    with refusing("not readable as DICOM"), opener() as fp:
         layout = walk(fp, size, max_bytes=limits.max_bytes,
                       max_element_bytes=limits.max_element_bytes,
                       max_depth=limits.max_depth, max_elements=limits.max_elements)
         ds = _raw_dataset(layout, fp, body)
-    with _refusing("undecodable attribute"):
+    with refusing("undecodable attribute"):
         for bulk in layout.bulk:             # nested ones; top-level ones were never read
             if "." in bulk.path:
                 _drop(ds, bulk.path)
@@ -345,7 +346,7 @@ def _drop_unrepresentable(ds: Dataset) -> tuple[list[str], KnownJson | None]:
                 if "InlineBinary" not in attr:   # its JSON depends on the bulk data handler
                     known[tag] = (elem, attr)
                 continue
-        with _refusing("undecodable attribute"):
+        with refusing("undecodable attribute"):
             elem = ds[tag]
         try:
             element_json(elem, None, 1 << 62)

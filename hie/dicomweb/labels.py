@@ -15,12 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 from hie.dicomweb import records
-from hie.dicomweb.records import DICOM_TYPES, STUDY_TYPE, STUDY_UID, UID_SYSTEM
+from hie.dicomweb.records import DICOM_TYPES, STUDY_TYPE, UID_SYSTEM
 from hie.store.base import Transaction, WriteRecord
-from hie.store.query import AnyOf, Restriction, SearchQuery, TokenMatch
-
-#: Most records of one study relabelled in one transaction.
-MAX_RECORDS = 1_000_000
 
 
 def study_uids(record: WriteRecord) -> list[str]:
@@ -52,14 +48,8 @@ async def relabel(tx: Transaction, *, source: str, study_uid: str,
     """Write every DICOM record of one hospital's study again with ``labels``;
     return how many were written."""
     puts: list[WriteRecord] = []
-    own = Restriction(sources=frozenset({source}))
     for rtype in sorted(DICOM_TYPES):
-        query = SearchQuery(rtype, where=(AnyOf((TokenMatch(STUDY_UID, study_uid),)),),
-                            restriction=own)
-        for key in await tx.search_keys(query, MAX_RECORDS):
-            current = await tx.read(*key)
-            if current is None or current.deleted:
-                continue
+        async for current in records.study_records(tx, rtype, study_uid, source):
             patient_ref, dataset = records.unpack(current)
             pending = records.pending_since(current)
             puts.append(WriteRecord(

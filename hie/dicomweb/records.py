@@ -20,15 +20,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any, Literal
 
 import orjson
 
 from hie.identity.resident_id import mask_text
-from hie.store.base import StoredResource
+from hie.store.base import StoredResource, Transaction
 from hie.store.index import IndexEntries
-from hie.store.query import Restriction
+from hie.store.query import AnyOf, Restriction, SearchQuery, TokenMatch
 
 Level = Literal["study", "series", "instance"]
 
@@ -157,6 +157,23 @@ def patient_of(rec: StoredResource) -> list[str]:
     if not rec.body or rec.deleted:
         return []
     return [orjson.loads(rec.body)["patient"]]
+
+
+#: Most records of one type one study is read with.
+MAX_STUDY_RECORDS = 1_000_000
+
+
+async def study_records(tx: Transaction, rtype: str, study_uid: str,
+                        source: str) -> AsyncIterator[StoredResource]:
+    """The current records of type ``rtype`` of one hospital's study (``source``:
+    the hospital's DICOM source), as the transaction sees them, read one at a
+    time (a big study's records are not all held at once)."""
+    query = SearchQuery(rtype, where=(AnyOf((TokenMatch(STUDY_UID, study_uid),)),),
+                        restriction=Restriction(sources=frozenset({source})))
+    for key in await tx.search_keys(query, MAX_STUDY_RECORDS):
+        rec = await tx.read(*key)
+        if rec is not None and not rec.deleted:
+            yield rec
 
 
 def first(dataset: dict[str, Any], tag: str) -> str:

@@ -178,7 +178,7 @@ async def _study_puts(tx: Transaction, ctx: RequestContext, uid: str, group: lis
     for sid, dataset in latest.items():
         series_rid = records.record_id(source, uid, sid)
         before = await tx.read(SERIES_TYPE, series_rid)
-        count = _count(before, SERIES_INSTANCE_COUNT) + added[sid]
+        count = _count(_dataset_of(before), SERIES_INSTANCE_COUNT) + added[sid]
         new_series += before is None or before.deleted
         series_set = level_view(dataset, "series")
         series_set[records.AVAILABILITY] = dataset[records.AVAILABILITY]
@@ -216,26 +216,29 @@ class _Records:
             index=records.index(dataset, self.patient, self.labels, pending=pending)))
 
 
-def _count(rec: StoredResource | None, tag: str) -> int:
-    if rec is None or rec.deleted:
-        return 0
-    values = (records.unpack(rec)[1].get(tag) or {}).get("Value") or [0]
+def _dataset_of(rec: StoredResource | None) -> dict[str, Any]:
+    """A record's data set ({} when there is none)."""
+    return records.unpack(rec)[1] if rec is not None and not rec.deleted else {}
+
+
+def _count(dataset: dict[str, Any], tag: str) -> int:
+    values = (dataset.get(tag) or {}).get("Value") or [0]
     return int(values[0])
 
 
 def _study_counts(before: StoredResource | None, datasets: list[dict[str, Any]], *,
                   series: int, instances: int) -> dict[str, Any]:
     """The study's computed attributes: what they were plus these instances."""
-    old = records.unpack(before)[1] if before is not None and not before.deleted else {}
+    old = _dataset_of(before)
     modalities = {str(v) for v in (old.get(MODALITIES_IN_STUDY) or {}).get("Value") or []}
     classes = {str(v) for v in (old.get(SOP_CLASSES_IN_STUDY) or {}).get("Value") or []}
     for ds in datasets:
         modalities.update(str(v) for v in (ds.get(records.MODALITY) or {}).get("Value") or [])
         classes.update(str(v) for v in (ds.get(records.SOP_CLASS) or {}).get("Value") or [])
     out: dict[str, Any] = {
-        STUDY_SERIES_COUNT: {"vr": "IS", "Value": [_count(before, STUDY_SERIES_COUNT) + series]},
-        STUDY_INSTANCE_COUNT: {"vr": "IS", "Value": [
-            _count(before, STUDY_INSTANCE_COUNT) + instances]},
+        STUDY_SERIES_COUNT: {"vr": "IS", "Value": [_count(old, STUDY_SERIES_COUNT) + series]},
+        STUDY_INSTANCE_COUNT: {"vr": "IS", "Value": [_count(old, STUDY_INSTANCE_COUNT)
+                                                     + instances]},
         MODALITIES_IN_STUDY: {"vr": "CS", "Value": sorted(modalities)} if modalities
         else {"vr": "CS"},
     }

@@ -54,8 +54,6 @@ MAX_WAIT = 15.0
 #: How often it looks for marked studies when nobody tells it (another worker
 #: stored them, or they were marked before a restart).
 POLL = 5.0
-#: Most instances of one study read for its ImagingStudy.
-MAX_INSTANCES = 1_000_000
 
 
 def _identifier(uid: str) -> list[tuple[str, str]]:
@@ -94,20 +92,12 @@ async def write_study(tx: Transaction, rid: str, hooks: Sequence[writes.WriteHoo
     rec = await tx.read(STUDY_TYPE, rid)  # again, under the lock
     if rec is None or not records.is_pending(rec):
         return False
-    own = Restriction(sources=frozenset({rec.source}))
     series: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
-    for key in await tx.search_keys(SearchQuery(SERIES_TYPE, where=(AnyOf((TokenMatch(
-            STUDY_UID, uid),)),), restriction=own), MAX_INSTANCES):
-        found = await tx.read(*key)
-        if found is not None and not found.deleted:
-            ds = records.unpack(found)[1]
-            series[records.first(ds, SERIES_UID)] = (level_view(ds, "series"), [])
+    async for found in records.study_records(tx, SERIES_TYPE, uid, rec.source):
+        ds = records.unpack(found)[1]
+        series[records.first(ds, SERIES_UID)] = (level_view(ds, "series"), [])
     endpoint = None
-    for key in await tx.search_keys(SearchQuery(INSTANCE_TYPE, where=(AnyOf((TokenMatch(
-            STUDY_UID, uid),)),), restriction=own), MAX_INSTANCES):
-        found = await tx.read(*key)
-        if found is None or found.deleted:
-            continue
+    async for found in records.study_records(tx, INSTANCE_TYPE, uid, rec.source):
         ds = records.unpack(found)[1]
         sid = records.first(ds, SERIES_UID)
         if sid not in series:
