@@ -46,11 +46,13 @@ log = logging.getLogger("uvicorn.error")
 #: How long a worker holding more connections than another leaves a waiting
 #: connection to the others (s), and how many times before it takes it.
 DEFER_SECONDS = 0.002
-MAX_DEFERRALS = 10
+MAX_DEFERRALS = 25
 #: At start-up, how long a worker waits for the others before it accepts
-#: alone (s), and how often it looks (s).
+#: alone (s), and how often it looks (s): as often as a deferring worker, so
+#: that one still waiting does not leave the first connections to the worker
+#: that came up last.
 STARTUP_WAIT_SECONDS = 30.0
-STARTUP_POLL_SECONDS = 0.05
+STARTUP_POLL_SECONDS = DEFER_SECONDS
 #: A worker that dies within this long of starting did not start (s); after
 #: :data:`MAX_QUICK_DEATHS` of those in a row the supervisor gives up.
 QUICK_DEATH_SECONDS = 10.0

@@ -193,6 +193,25 @@ class Association:
         except (_Closed, ConnectionError, OSError):
             pass  # the peer went away; nothing to answer
 
+    def _await_close(self) -> None:
+        """After an A-ASSOCIATE-RJ or A-RELEASE-RP it is the requestor that closes the
+        connection (PS3.8 Sta13: the acceptor waits, with the ARTIM timer). Closing
+        first can reach the peer before it has read the answer: pynetdicom then
+        reports an abort instead of the rejection. Waits for the peer to close, for
+        the network timeout at most, discarding up to 64 KiB it might still send."""
+        deadline = time.monotonic() + self.settings.network_timeout
+        left_to_read = 64 * 1024
+        with contextlib.suppress(OSError):
+            while left_to_read > 0:
+                wait = deadline - time.monotonic()
+                if wait <= 0:
+                    return
+                self.sock.settimeout(wait)
+                chunk = self.sock.recv(left_to_read)
+                if not chunk:
+                    return
+                left_to_read -= len(chunk)
+
     def _send(self, data: bytes) -> None:
         with contextlib.suppress(OSError):
             self.sock.sendall(data)
@@ -225,6 +244,7 @@ class Association:
             log.info("association from %s (calling %r) rejected: result %d source %d "
                      "reason %d", self.sock.getpeername()[0], self.calling, *refusal)
             self._send(ul.associate_rj(*refusal))
+            self._await_close()
             return False
         results = ul.negotiate(rq, self.settings.abstract_syntaxes,
                                self.settings.transfer_syntaxes)
@@ -243,6 +263,7 @@ class Association:
             kind, body = self.reader.pdu(self.settings.max_pdu)
             if kind == ul.RELEASE_RQ:
                 self.sock.sendall(ul.release_rp())
+                self._await_close()
                 return
             if kind == ul.ABORT:
                 return

@@ -135,11 +135,11 @@ def test_the_called_ae_title_and_the_association_limit(seen: list[StoreRequest])
     server = serve(seen, max_associations=1)
     try:
         port = server.server_address[1]
-        wrong = scu(Verification).associate("127.0.0.1", port, ae_title="SOMEONE_ELSE")
+        wrong = scpkit.associate(scu(Verification), port, "SOMEONE_ELSE")
         assert wrong.is_rejected
         first = scu(Verification).associate("127.0.0.1", port, ae_title=AET)
         assert first.is_established
-        second = scu(Verification).associate("127.0.0.1", port, ae_title=AET)
+        second = scpkit.associate(scu(Verification), port, AET)
         assert second.is_rejected  # transient: local limit exceeded
         first.release()
         assert wait_for(lambda: server.active == 0)

@@ -151,7 +151,7 @@ def test_echo_and_the_called_ae_title(scp: AcceptorServer):
     assoc.release()
     ae.add_requested_context(CTImageStorage)
     ae.add_requested_context(MRImageStorage)
-    wrong = ae.associate("127.0.0.1", scp.server_address[1], ae_title="SOMEONE_ELSE")
+    wrong = scpkit.associate(ae, scp.server_address[1], "SOMEONE_ELSE")
     assert wrong.is_rejected
 
 
